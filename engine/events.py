@@ -1,0 +1,81 @@
+"""The event stream: one JSON object a line in `events.jsonl`, written by the worker.
+
+The TUI dashboard, the headless replay and the diagnostics all read the same stream, so a run
+folder can be watched again later. Event names are a contract (see DESIGN.md): start, log, eval,
+checkpoint, finding, end, error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+EVENTS_FILE = "events.jsonl"
+EVENT_KINDS = ("start", "log", "eval", "checkpoint", "finding", "end", "error", "status")
+
+
+class EventWriter:
+    """Appends events; each line is flushed so readers see it at once."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / EVENTS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = {"event": event, "time": round(time.time(), 3), **fields}
+        self._handle.write(json.dumps(record, default=_jsonable) + "\n")
+        self._handle.flush()
+        return record
+
+    def close(self) -> None:
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except (OSError, ValueError):
+            pass
+        self._handle.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    return str(value)
+
+
+def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All complete events of a run folder (a half-written last line is ignored)."""
+    return list(EventTail(Path(run_dir) / EVENTS_FILE).read_new())
+
+
+class EventTail:
+    """Incremental reader: each `read_new()` returns the events appended since the last call."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self) -> Iterator[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return iter(())
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # "" when the chunk ended with a newline
+        events = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a corrupt line is skipped rather than stopping the reader
+        return iter(events)

@@ -1,0 +1,219 @@
+"""The session file: every choice the wizard makes, replayable headless.
+
+Field names follow PEFT's `LoraConfig` and TRL's `SFTConfig` / `TrainingArguments`, so a person who
+knows those libraries reads a session at once. Defaults are the seed recipe's. The schema is
+strict: unknown keys and wrong types are refused with the field's path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import SessionError
+from engine.paths import atomic_write_text
+
+SCHEMA_VERSION = 1
+DEMO_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+RECOMMENDED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+Method = Literal["full", "lora", "qlora"]
+Backend = Literal["auto", "unsloth", "peft"]
+DatasetFormat = Literal["auto", "instruction", "prompt_completion", "sharegpt", "messages", "text"]
+ROLES = ("instruction", "input", "response", "prompt", "completion", "conversations", "messages", "text")
+
+
+class _Section(BaseModel):
+    # strict: "16" is not 16; extra="forbid": a misspelt key is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ModelSection(_Section):
+    name: str = DEMO_MODEL
+    max_seq_length: int = Field(512, gt=0, le=1_048_576)
+    trust_remote_code: bool = False
+
+
+class LoraSection(_Section):
+    r: int = Field(16, gt=0, le=4096)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    bias: Literal["none", "all", "lora_only"] = "none"
+    target_modules: list[str] = Field(default_factory=lambda: list(RECOMMENDED_TARGET_MODULES), min_length=1)
+    use_rslora: bool = False
+
+
+class DatasetSection(_Section):
+    path: str
+    format: DatasetFormat = "auto"
+    # role -> column of the file; None means "this role is not used" (Alpaca without `input`).
+    columns: Optional[dict[str, Optional[str]]] = None
+    template: Literal["alpaca", "chat"] = "alpaca"
+    eval_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    # TRL's name: loss on the responses only (False trains on the whole text).
+    completion_only_loss: bool = True
+    # Rows whose mapped columns are null or not text are skipped (and counted) instead of refused.
+    skip_invalid_rows: bool = False
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, columns):
+        for role in columns or {}:
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        return columns
+
+
+class TrainingSection(_Section):
+    per_device_train_batch_size: int = Field(4, gt=0)
+    gradient_accumulation_steps: int = Field(4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0.0, lt=1.0)
+    num_train_epochs: float = Field(1, gt=0)
+    max_steps: int = Field(-1, ge=-1)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.001, ge=0.0)
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = "linear"
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: Optional[int] = Field(None, gt=0)
+    save_steps: Optional[int] = Field(None, gt=0)
+    save_total_limit: Optional[int] = Field(3, gt=0)
+    optim: Literal["adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adafactor", "sgd"] = "adamw_8bit"
+    # True, False, or "unsloth" (Unsloth's offloaded checkpointing; plain True on the peft backend).
+    gradient_checkpointing: Union[bool, Literal["unsloth"]] = "unsloth"
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    seed: int = 42
+
+
+class OutputSection(_Section):
+    dir: str = "runs/run"
+    save_merged: bool = False
+
+
+class Session(_Section):
+    version: Literal[1] = SCHEMA_VERSION
+    model: ModelSection = Field(default_factory=ModelSection)
+    method: Method = "lora"
+    backend: Backend = "auto"
+    lora: LoraSection = Field(default_factory=LoraSection)
+    dataset: DatasetSection
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _eval_needs_rows(self):
+        if self.training.eval_steps is not None and self.dataset.eval_fraction == 0:
+            raise ValueError("training.eval_steps is set but dataset.eval_fraction is 0; set an eval fraction such as 0.05")
+        return self
+
+    # -- conveniences -------------------------------------------------------------------------
+    @property
+    def load_in_4bit(self) -> bool:
+        return self.method == "qlora"
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.training.per_device_train_batch_size * self.training.gradient_accumulation_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def resolved(self, base_dir: Path) -> "Session":
+        """A copy whose relative paths are made absolute against `base_dir` (the session's folder)."""
+        data = self.to_dict()
+        data["dataset"]["path"] = _resolve_path(data["dataset"]["path"], base_dir)
+        data["output"]["dir"] = _resolve_path(data["output"]["dir"], base_dir)
+        name = data["model"]["name"]
+        if _looks_like_local_path(name, base_dir):
+            data["model"]["name"] = _resolve_path(name, base_dir)
+        return Session.model_validate(data)
+
+
+def _resolve_path(value: str, base_dir: Path) -> str:
+    path = Path(value).expanduser()
+    if not path.is_absolute() and "://" not in value:
+        path = (base_dir / path).resolve()
+    return str(path)
+
+
+def _looks_like_local_path(name: str, base_dir: Path) -> bool:
+    """A model name is a path when it says so (./, ../, ~, /, .gguf) or exists beside the session."""
+    if name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf"):
+        return True
+    return (base_dir / name).exists()
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _describe(error: dict, where: str) -> str:
+    path = _field_path(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent_loc, key = error["loc"][:-1], error["loc"][-1]
+        model = Session
+        for part in parent_loc:
+            field = model.model_fields.get(str(part))
+            model = getattr(field, "annotation", None) if field else None
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                model = None
+                break
+        hint = ""
+        if model is not None:
+            close = difflib.get_close_matches(str(key), list(model.model_fields), n=1)
+            if close:
+                hint = f" (did you mean {close[0]!r}?)"
+        return f"{where}: {path} is not a known field{hint}."
+    if kind == "missing":
+        return f"{where}: {path} is required."
+    value = error.get("input")
+    shown = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return f"{where}: {path} {message[0].lower()}{message[1:]} (got {shown})."
+
+
+def session_from_dict(data: Any, where: str = "session") -> Session:
+    """Validate a parsed session; raise one readable `SessionError` for the first problem."""
+    if not isinstance(data, dict):
+        raise SessionError(f"{where}: expected a JSON object at the top level, got {type(data).__name__}.")
+    version = data.get("version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise SessionError(f"{where}: version {version!r} is not supported; this lora-tui reads version {SCHEMA_VERSION}.")
+    try:
+        return Session.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        raise SessionError(_describe(errors[0], where)) from None
+
+
+def load_session(path: str | Path, resolve_paths: bool = True) -> Session:
+    """Read and validate a session file; relative paths become absolute against its folder."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise SessionError(f"{path}: no such session file; give the path of a session JSON file.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SessionError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.") from None
+    except UnicodeDecodeError:
+        raise SessionError(f"{path}: not a UTF-8 text file; a session is a JSON file.") from None
+    session = session_from_dict(data, where=str(path))
+    return session.resolved(path.resolve().parent) if resolve_paths else session
+
+
+def save_session(session: Session, path: str | Path) -> Path:
+    """Write the session atomically (a crash never leaves half a file)."""
+    path = Path(path).expanduser()
+    atomic_write_text(path, session.to_json())
+    return path

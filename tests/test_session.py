@@ -1,0 +1,82 @@
+"""The session schema: defaults from the seed recipe, strictness, paths, atomic saves."""
+
+import json
+
+import pytest
+
+from engine.errors import SessionError
+from engine.session import Session, load_session, save_session, session_from_dict
+from tests.conftest import run_cli
+
+
+def test_defaults_are_the_seed_recipe():
+    s = session_from_dict({"dataset": {"path": "d.jsonl"}})
+    assert (s.lora.r, s.lora.lora_alpha, s.lora.lora_dropout) == (16, 32, 0.05)
+    t = s.training
+    assert (t.learning_rate, t.per_device_train_batch_size, t.gradient_accumulation_steps) == (2e-4, 4, 4)
+    assert (t.num_train_epochs, t.warmup_ratio, t.weight_decay, t.optim) == (1, 0.03, 0.001, "adamw_8bit")
+    assert t.gradient_checkpointing == "unsloth"
+    assert s.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"dataset": {"path": "d"}, "training": {"lerning_rate": 1e-4}},
+         "training.lerning_rate is not a known field (did you mean 'learning_rate'?)"),
+        ({"dataset": {"path": "d"}, "lora": {"r": "16"}}, "lora.r"),
+        ({"dataset": {"path": "d"}, "method": "dora"}, "method"),
+        ({"model": {"name": "x"}}, "dataset is required"),
+        ({"dataset": {"path": "d"}, "version": 7}, "version 7 is not supported"),
+        ({"dataset": {"path": "d", "columns": {"answer": "x"}}}, "unknown role 'answer'"),
+        ({"dataset": {"path": "d", "eval_fraction": 0}, "training": {"eval_steps": 5}}, "eval_fraction is 0"),
+    ],
+)
+def test_bad_sessions_name_the_field(data, expected):
+    with pytest.raises(SessionError) as err:
+        session_from_dict(data, where="s.json")
+    message = str(err.value)
+    assert expected in message
+    assert message.startswith("s.json") and "\n" not in message
+
+
+def test_relative_paths_resolve_against_the_session_file(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "session.json").write_text(json.dumps({"dataset": {"path": "data/train.jsonl"}, "output": {"dir": "runs/a"}}))
+    s = load_session(folder / "session.json")
+    assert s.dataset.path == str(folder / "data" / "train.jsonl")
+    assert s.output.dir == str(folder / "runs" / "a")
+    assert s.model.name == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id is not a path
+
+
+def test_save_is_atomic_and_round_trips(tmp_path):
+    s = session_from_dict({"dataset": {"path": "d.jsonl"}, "method": "qlora"})
+    path = save_session(s, tmp_path / "deep" / "s.json")
+    assert Session.model_validate_json(path.read_text()) == s
+    assert [p.name for p in path.parent.iterdir()] == ["s.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"dataset": {"path": "d"}, "training": {"batch": 4}}', "training.batch is not a known field"),
+        ('{"dataset": {"path": "d"}, "lora": {"r": 1.5}}', "lora.r"),
+        ('{"dataset": ', "not valid JSON at line 1"),
+        ('{"dataset": {"path": "missing.jsonl"}}', "missing.jsonl"),
+    ],
+)
+def test_bad_session_on_the_command_line_is_one_line_and_exit_2(tmp_path, content, expected):
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    result = run_cli("--replay", str(path), timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "runs").exists()  # nothing written for a session that cannot run
+
+
+def test_missing_session_file(tmp_path):
+    result = run_cli("--replay", str(tmp_path / "nope.json"), timeout=60)
+    assert result.returncode == 2 and "no such session file" in result.stderr

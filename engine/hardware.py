@@ -1,0 +1,363 @@
+"""The machine we train on: GPUs through NVML, CPU cores, RAM and free disk through psutil.
+
+No NVML library, no driver and no GPU are all normal: the result is a CPU-only profile, never an
+exception. Sizes are GiB (what nvidia-smi's MiB divided by 1024 gives), named `_gb` for brevity.
+
+The one seam for tests, screenshots and demos: when `LORA_TUI_HARDWARE` names a JSON file (as
+written by `profile_to_dict`), `probe_hardware` returns that profile instead of probing. It is the
+only place where a GPU may be faked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.paths import PRESETS_DIR
+
+HARDWARE_ENV = "LORA_TUI_HARDWARE"
+GIB = 1024**3
+
+
+@dataclass
+class GPUInfo:
+    index: int
+    name: str
+    total_gb: float
+    free_gb: float
+    used_gb: float
+    compute_capability: tuple[int, int] | None
+    bf16: bool
+    driver: str | None = None
+
+
+@dataclass
+class HardwareProfile:
+    gpus: list[GPUInfo] = field(default_factory=list)
+    cpu_cores: int = 1
+    ram_total_gb: float = 0.0
+    ram_available_gb: float = 0.0
+    disk_free_gb: float = 0.0
+    source: str = "probe"  # "nvml", "probe" (no GPU found), "planned", or "file:PATH" (the seam)
+
+    @property
+    def cpu_only(self) -> bool:
+        return not self.gpus
+
+    @property
+    def vram_gb(self) -> float | None:
+        """Total memory of the first GPU (training uses one), or None on a CPU-only machine."""
+        return self.gpus[0].total_gb if self.gpus else None
+
+    @property
+    def bf16(self) -> bool:
+        """Whether training can use bfloat16: the first GPU supports it, or there is no GPU (CPU)."""
+        return self.gpus[0].bf16 if self.gpus else True
+
+    def summary(self) -> str:
+        """One line, e.g. "NVIDIA GeForce RTX 4090 24.0 GB (23.1 free, bf16) · 16 cores · 62.7 GB RAM · 410 GB disk free"."""
+        parts = []
+        if self.gpus:
+            first = self.gpus[0]
+            traits = [f"{first.free_gb:.1f} free"] if self.source != "planned" else ["planned"]
+            traits.append("bf16" if first.bf16 else "fp16 only")
+            count = f"{len(self.gpus)} × " if len(self.gpus) > 1 else ""
+            each = " each" if len(self.gpus) > 1 else ""
+            parts.append(f"{count}{first.name} {first.total_gb:.1f} GB{each} ({', '.join(traits)})")
+        else:
+            parts.append("CPU only (no GPU found)")
+        parts.append(f"{self.cpu_cores} CPU cores")
+        if self.ram_total_gb:
+            parts.append(f"{self.ram_total_gb:.1f} GB RAM ({self.ram_available_gb:.1f} available)")
+        if self.disk_free_gb:
+            parts.append(f"{self.disk_free_gb:.0f} GB disk free")
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    """A GPU from the catalogue in presets/gpus.json, for planning on hardware you do not have."""
+
+    name: str
+    vram_gb: float
+    bf16: bool
+    compute_capability: tuple[int, int] | None
+    aliases: tuple[str, ...] = ()
+
+
+def probe_hardware(disk_path: str | os.PathLike = ".") -> HardwareProfile:
+    """The real machine (or the profile named by $LORA_TUI_HARDWARE). Never raises for a missing GPU."""
+    seam = os.environ.get(HARDWARE_ENV)
+    if seam:
+        return load_profile(seam)
+    profile = _host_profile(disk_path)
+    profile.gpus = _nvml_gpus()
+    profile.source = "nvml" if profile.gpus else "probe"
+    return profile
+
+
+def load_profile(path: str | os.PathLike) -> HardwareProfile:
+    """Read a hardware profile JSON file (the seam); a bad file raises UserError naming it."""
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UserError(f"${HARDWARE_ENV} names {path}, which cannot be read ({error.__class__.__name__}).") from error
+    except json.JSONDecodeError as error:
+        raise UserError(f"${HARDWARE_ENV} names {path}, which is not valid JSON (line {error.lineno}).") from error
+    profile = profile_from_dict(data, where=str(path))
+    profile.source = f"file:{path}"
+    return profile
+
+
+def profile_to_dict(profile: HardwareProfile) -> dict:
+    data = asdict(profile)
+    for gpu in data["gpus"]:
+        if gpu["compute_capability"] is not None:
+            gpu["compute_capability"] = list(gpu["compute_capability"])
+    return data
+
+
+def profile_from_dict(data: dict, where: str = "hardware profile") -> HardwareProfile:
+    """The inverse of `profile_to_dict`. Wrong types raise UserError naming the field."""
+    if not isinstance(data, dict):
+        raise UserError(f"The {where} must be a JSON object with `gpus`, `cpu_cores`, `ram_total_gb`, ...")
+    known = {"gpus", "cpu_cores", "ram_total_gb", "ram_available_gb", "disk_free_gb", "source"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"The {where} has unknown field `{unknown[0]}`; known fields are {', '.join(sorted(known))}.")
+    gpus_data = data.get("gpus", [])
+    if not isinstance(gpus_data, list):
+        raise UserError(f"`gpus` in the {where} must be a list of GPUs.")
+    gpus = [_gpu_from_dict(item, index, where) for index, item in enumerate(gpus_data)]
+    ram_total = _number(data, "ram_total_gb", where, 0.0)
+    return HardwareProfile(
+        gpus=gpus,
+        cpu_cores=int(_number(data, "cpu_cores", where, 1)),
+        ram_total_gb=ram_total,
+        ram_available_gb=_number(data, "ram_available_gb", where, ram_total),
+        disk_free_gb=_number(data, "disk_free_gb", where, 0.0),
+        source=str(data.get("source", "file")),
+    )
+
+
+def _gpu_from_dict(item, index: int, where: str) -> GPUInfo:
+    label = f"gpus[{index}]"
+    if not isinstance(item, dict):
+        raise UserError(f"`{label}` in the {where} must be an object with `name` and `total_gb`.")
+    known = {"index", "name", "total_gb", "free_gb", "used_gb", "compute_capability", "bf16", "driver"}
+    unknown = sorted(set(item) - known)
+    if unknown:
+        raise UserError(f"`{label}` in the {where} has unknown field `{unknown[0]}`; known fields are {', '.join(sorted(known))}.")
+    if not isinstance(item.get("name"), str) or not item["name"]:
+        raise UserError(f"`{label}.name` in the {where} must be the GPU's name, e.g. \"NVIDIA GeForce RTX 4090\".")
+    total = _number(item, "total_gb", where, None, prefix=label)
+    used = _number(item, "used_gb", where, 0.0, prefix=label)
+    free = _number(item, "free_gb", where, max(total - used, 0.0), prefix=label)
+    capability = item.get("compute_capability")
+    if capability is not None:
+        if not (isinstance(capability, (list, tuple)) and len(capability) == 2 and all(isinstance(v, int) for v in capability)):
+            raise UserError(f"`{label}.compute_capability` in the {where} must be [major, minor], e.g. [8, 9].")
+        capability = (capability[0], capability[1])
+    bf16 = item.get("bf16", capability is not None and capability >= (8, 0))
+    if not isinstance(bf16, bool):
+        raise UserError(f"`{label}.bf16` in the {where} must be true or false.")
+    driver = item.get("driver")
+    return GPUInfo(
+        index=int(item.get("index", index)),
+        name=item["name"],
+        total_gb=total,
+        free_gb=free,
+        used_gb=used,
+        compute_capability=capability,
+        bf16=bf16,
+        driver=str(driver) if driver is not None else None,
+    )
+
+
+def _number(data: dict, key: str, where: str, default, prefix: str = "") -> float:
+    label = f"{prefix}.{key}" if prefix else key
+    if key not in data or data[key] is None:
+        if default is None:
+            raise UserError(f"`{label}` is missing in the {where}; it is a size in GB.")
+        return default
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise UserError(f"`{label}` in the {where} must be a number of at least 0, not {value!r}.")
+    return float(value)
+
+
+def _host_profile(disk_path) -> HardwareProfile:
+    import psutil
+
+    try:
+        cores = len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    memory = psutil.virtual_memory()
+    return HardwareProfile(
+        gpus=[],
+        cpu_cores=cores,
+        ram_total_gb=round(memory.total / GIB, 2),
+        ram_available_gb=round(memory.available / GIB, 2),
+        disk_free_gb=round(_disk_free(disk_path) / GIB, 1),
+    )
+
+
+def _disk_free(disk_path) -> int:
+    import psutil
+
+    path = Path(disk_path).expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent  # the run folder may not exist yet: measure the disk it will be on
+    try:
+        return psutil.disk_usage(str(path)).free
+    except OSError:
+        return 0
+
+
+def _nvml_gpus() -> list[GPUInfo]:
+    """GPUs as NVML sees them; [] when NVML, its library, the driver or a GPU is missing."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no usable GPU here
+        return []
+    gpus: list[GPUInfo] = []
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            try:
+                capability = tuple(int(v) for v in pynvml.nvmlDeviceGetCudaComputeCapability(handle))
+            except Exception:
+                capability = None
+            gpus.append(
+                GPUInfo(
+                    index=index,
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    total_gb=round(memory.total / GIB, 2),
+                    free_gb=round(memory.free / GIB, 2),
+                    used_gb=round(memory.used / GIB, 2),
+                    compute_capability=capability,
+                    bf16=bool(capability and capability >= (8, 0)),  # Ampere and newer
+                    driver=driver,
+                )
+            )
+    except Exception:
+        return gpus  # keep what was read before a device failed
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+    return gpus
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- planning for a GPU you do not have -----------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _catalogue() -> tuple[GPUSpec, ...]:
+    path = PRESETS_DIR / "gpus.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    specs = []
+    for entry in data["gpus"]:
+        capability = entry.get("compute_capability")
+        specs.append(
+            GPUSpec(
+                name=entry["name"],
+                vram_gb=float(entry["vram_gb"]),
+                bf16=bool(entry["bf16"]),
+                compute_capability=tuple(capability) if capability else None,
+                aliases=tuple(entry.get("aliases", ())),
+            )
+        )
+    return tuple(specs)
+
+
+def load_gpu_catalogue() -> list[GPUSpec]:
+    """The GPUs in presets/gpus.json: consumer cards, workstation cards and datacentre GPUs."""
+    return list(_catalogue())
+
+
+def _key(name: str) -> str:
+    text = name.lower()
+    text = re.sub(r"\b(nvidia|geforce|tesla|quadro)\b", " ", text)
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+def find_gpu(name: str) -> GPUSpec:
+    """The catalogue entry for `name` ("RTX 4090", "a100-80gb", "NVIDIA H100 80GB HBM3"); else UserError."""
+    wanted = _key(name)
+    if not wanted:
+        raise UserError("--gpu needs a GPU name, e.g. --gpu \"RTX 4090\"; `lora-tui plan --help` lists the catalogue.")
+    catalogue = _catalogue()
+    for spec in catalogue:
+        if wanted == _key(spec.name) or wanted in (_key(alias) for alias in spec.aliases):
+            return spec
+    # A part of one name only is a match too ("4090"); a part of several is ambiguous ("A100").
+    partial = [s for s in catalogue if wanted in _key(s.name) or any(wanted in _key(a) for a in s.aliases)]
+    if len(partial) == 1:
+        return partial[0]
+    names = [spec.name for spec in catalogue]
+    if len(partial) > 1:
+        raise UserError(f"--gpu \"{name}\" could be {', '.join(s.name for s in partial[:6])}; give the full name.")
+    close = difflib.get_close_matches(name, names, n=4, cutoff=0.4) or difflib.get_close_matches(
+        wanted, [_key(n) for n in names], n=4, cutoff=0.4
+    )
+    if close and close[0] not in names:
+        close = [n for n in names if _key(n) in close]
+    hint = f"close names: {', '.join(close)}" if close else "use --vram GB for a GPU that is not in the catalogue"
+    raise UserError(f"--gpu \"{name}\" is not in the GPU catalogue ({hint}).")
+
+
+def planned_hardware(
+    gpu: str | None = None, vram_gb: float | None = None, base: HardwareProfile | None = None
+) -> HardwareProfile:
+    """A profile for a GPU you plan to use: a catalogue name, a VRAM size, or both (the size wins).
+
+    CPU, RAM and disk come from `base` (the real machine) when given. With neither `gpu` nor
+    `vram_gb`, `base` (or the probed machine) is returned unchanged.
+    """
+    if vram_gb is not None:
+        if isinstance(vram_gb, bool) or not isinstance(vram_gb, (int, float)) or not vram_gb > 0 or vram_gb != vram_gb:
+            raise UserError(f"--vram must be a positive number of GB, e.g. --vram 24, not {vram_gb!r}.")
+        if vram_gb > 4096:
+            raise UserError(f"--vram {vram_gb:g} GB is more than any GPU has; give the memory of one GPU in GB.")
+    if gpu is None and vram_gb is None:
+        return base if base is not None else probe_hardware()
+    host = base if base is not None else _host_profile(".")
+    if gpu is not None:
+        spec = find_gpu(gpu)
+        name, capability, bf16 = spec.name, spec.compute_capability, spec.bf16
+        total = float(vram_gb) if vram_gb is not None else spec.vram_gb
+    else:
+        name, capability, bf16 = "GPU", None, True
+        total = float(vram_gb)
+    planned = GPUInfo(
+        index=0, name=name, total_gb=total, free_gb=total, used_gb=0.0,
+        compute_capability=capability, bf16=bf16, driver=None,
+    )
+    return HardwareProfile(
+        gpus=[planned],
+        cpu_cores=host.cpu_cores,
+        ram_total_gb=host.ram_total_gb,
+        ram_available_gb=host.ram_available_gb,
+        disk_free_gb=host.disk_free_gb,
+        source="planned",
+    )

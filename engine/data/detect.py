@@ -133,6 +133,13 @@ def _format_from_roles(columns: dict[str, Optional[str]]) -> Optional[str]:
     return fits[0] if len(fits) == 1 else None
 
 
+def _looks_like(table: RawTable) -> Optional[str]:
+    try:
+        return detect_format(table)
+    except DataError:
+        return None
+
+
 def resolve_mapping(
     table: RawTable, fmt: str = "auto", columns: Optional[dict[str, Optional[str]]] = None
 ) -> tuple[str, dict[str, Optional[str]], str]:
@@ -163,6 +170,12 @@ def resolve_mapping(
         if column is None:
             if role in OPTIONAL_ROLES:
                 continue
+            looks_like = _looks_like(table)
+            if looks_like and looks_like != fmt:
+                raise DataError(
+                    f"{table.path}: format {fmt} needs a column for {role!r}, and the file looks like the "
+                    f"{looks_like} format; set dataset.format to {looks_like} (or auto), or map dataset.columns.{role} to one of {listing}."
+                )
             raise DataError(
                 f"{table.path}: format {fmt} needs a column for {role!r} and none was found; "
                 f"set dataset.columns.{role} to one of {listing}."

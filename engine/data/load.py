@@ -96,7 +96,8 @@ def load_table(path: str) -> RawTable:
 
 def _read_text(path: str, file: Path) -> str:
     try:
-        # utf-8-sig drops the byte-order mark Excel and Windows tools put at the start.
+        # utf-8-sig drops the byte-order mark Excel and Windows tools put at the start; text mode turns
+        # Windows line ends (also inside quoted CSV cells) into the plain "\n" a model should see.
         return file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8.") from None
@@ -246,7 +247,7 @@ def _load_parquet(path: str, file: Path) -> RawTable:
     try:
         table = pq.read_table(file)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a Parquet file ({str(exc).splitlines()[0]}); give a file written as Parquet or rename it to what it is.") from None
+        raise DataError(f"{path}: not a Parquet file (pyarrow cannot read it); give a file written as Parquet, or rename it to what it is.") from None
     return _table_from_arrow(path, "parquet", table)
 
 

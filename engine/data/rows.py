@@ -48,7 +48,7 @@ class Records:
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}.get(
         type(value), f"a {type(value).__name__}"
     )
 

@@ -1,0 +1,273 @@
+"""The wizard: seven steps from the hardware to a ready session, saved as you go.
+
+Start-up stays light (no torch, transformers or Unsloth here): the engine's heavy calls run in
+worker threads, on demand, and are cached on the app so that every step shares one answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from textual.app import App
+from textual.binding import Binding
+
+from engine.paths import state_dir
+from engine.session import Session, load_session
+from engine.wizard_state import STEPS, WizardDraft, load_draft, new_session, save_draft
+from tui.commands import WizardCommands
+
+log = logging.getLogger("lora_tui.wizard")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The memory a plan must fit in: a GPU's VRAM, or RAM when training on the CPU."""
+
+    label: str  # "RTX 4090" / "CPU (RAM)"
+    gb: Optional[float]
+    kind: str  # "VRAM" | "RAM"
+    planned: bool  # True when planning for hardware that is not this machine's
+
+
+def _screen_class(step: str):
+    # Imported on demand: each screen module pulls only Textual and the engine's light modules.
+    from tui.screens import dataset, hardware, hyperparameters, method, model, review, target_modules
+
+    return {
+        "hardware": hardware.HardwareScreen,
+        "model": model.ModelScreen,
+        "method": method.MethodScreen,
+        "target_modules": target_modules.TargetModulesScreen,
+        "dataset": dataset.DatasetScreen,
+        "hyperparameters": hyperparameters.HyperparametersScreen,
+        "review": review.ReviewScreen,
+    }[step]
+
+
+class LoraTuiApp(App[int]):
+    CSS_PATH = "styles/app.tcss"
+    TITLE = "lora-tui"
+    COMMANDS = App.COMMANDS | {WizardCommands}
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+        Binding("ctrl+s", "save", "Save", id="wizard.save", priority=True),
+    ]
+
+    def __init__(self, draft: WizardDraft, resume_offer: Optional[WizardDraft] = None, autosave: bool = True):
+        super().__init__()
+        self.draft = draft
+        self.resume_offer = resume_offer
+        self.autosave_enabled = autosave
+        self._cache: dict[tuple, Any] = {}
+        self._cache_lock = threading.Lock()
+        self.current_step: Optional[str] = None
+
+    # -- the session in progress ---------------------------------------------------------------
+    @property
+    def session(self) -> Session:
+        return self.draft.session
+
+    @session.setter
+    def session(self, value: Session) -> None:
+        self.draft.session = value
+
+    def autosave(self) -> None:
+        if not self.autosave_enabled:
+            return
+        try:
+            save_draft(self.draft)
+        except OSError as exc:
+            self.notify(f"Could not save the session in progress to {state_dir()}: {exc}.", severity="error")
+
+    def action_save(self) -> None:
+        screen = self.screen
+        if hasattr(screen, "commit"):
+            screen.commit(strict=False)
+        self.autosave()
+        if hasattr(screen, "save_session_file"):
+            screen.save_session_file()
+        else:
+            self.notify(f"Saved the session in progress ({state_dir() / 'last_session.json'}).")
+
+    def apply_preset(self, name: str) -> None:
+        """Palette entry: open the hyperparameters step with a preset applied."""
+        self.goto("hyperparameters", check=False)
+        screen = self.get_screen("hyperparameters")
+        self.call_after_refresh(screen.apply_named_preset, name)
+
+    async def action_quit(self) -> None:
+        screen = self.screen
+        if hasattr(screen, "commit"):
+            screen.commit(strict=False)
+        self.autosave()
+        self.exit(0)
+
+    # -- navigation ------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.goto(self.draft.step if self.draft.step in STEPS else STEPS[0], check=False)
+        if self.resume_offer is not None:
+            from tui.screens.resume import ResumeScreen
+
+            self.push_screen(ResumeScreen(self.resume_offer), self._resume_answered)
+
+    def _resume_answered(self, answer: Optional[str]) -> None:
+        offer, self.resume_offer = self.resume_offer, None
+        if answer == "continue" and offer is not None:
+            self.draft.session = offer.session
+            self.draft.plan_gpu, self.draft.plan_vram_gb = offer.plan_gpu, offer.plan_vram_gb
+            self._refresh_installed()
+            self.goto(offer.step, check=False)
+
+    def _refresh_installed(self) -> None:
+        """Drop kept step screens so they rebuild from a session that was replaced wholesale."""
+        for step in STEPS:
+            if self.is_screen_installed(step) and self.screen is not self.get_screen(step):
+                self.uninstall_screen(step)
+
+    def goto(self, step: str, check: bool = True) -> None:
+        """Show `step`. Moving forward with `check` needs the current step to be complete."""
+        current = self.screen
+        if self.current_step is not None and hasattr(current, "commit"):
+            forward = STEPS.index(step) > STEPS.index(self.current_step)
+            problem = current.commit(strict=check and forward)
+            if problem:
+                current.say(problem, error=True)
+                self.bell()
+                return
+        self.draft.step = step
+        self.autosave()
+        if not self.is_screen_installed(step):
+            self.install_screen(_screen_class(step)(), name=step)
+        first = self.current_step is None
+        self.current_step = step
+        while len(self.screen_stack) > 1 and self.screen.is_modal:
+            self.pop_screen()
+        if first:
+            self.push_screen(step)  # over the default screen, which cannot be switched away
+        else:
+            self.switch_screen(step)
+
+    def go_next(self) -> None:
+        index = STEPS.index(self.current_step or STEPS[0])
+        if index + 1 < len(STEPS):
+            self.goto(STEPS[index + 1])
+
+    def go_back(self) -> None:
+        index = STEPS.index(self.current_step or STEPS[0])
+        if index > 0:
+            self.goto(STEPS[index - 1], check=False)
+
+    # -- the engine, cached (these run in worker threads) ----------------------------------------
+    def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._cache_lock:
+            if key in self._cache:
+                return self._cache[key]
+        value = compute()
+        with self._cache_lock:
+            self._cache[key] = value
+        return value
+
+    def forget(self, kind: str) -> None:
+        with self._cache_lock:
+            for key in [k for k in self._cache if k[0] == kind]:
+                del self._cache[key]
+
+    def hardware(self):
+        def probe():
+            from engine.hardware import probe_hardware
+
+            return probe_hardware()
+
+        return self.cached(("hardware",), probe)
+
+    def budget(self) -> Budget:
+        """What the plan must fit: the planned GPU, else this machine's first GPU, else RAM."""
+        found = self.hardware()
+        gpu, vram = self.draft.plan_gpu, self.draft.plan_vram_gb
+        if gpu or vram:
+            from engine.hardware import planned_hardware
+
+            planned = self.cached(("planned", gpu, vram), lambda: planned_hardware(gpu=gpu, vram_gb=vram, base=found))
+            if planned.gpus:
+                first = planned.gpus[0]
+                return Budget(first.name, first.total_gb, "VRAM", True)
+        if found.gpus:
+            first = found.gpus[0]
+            return Budget(first.name, first.total_gb, "VRAM", False)
+        return Budget("CPU (RAM)", found.ram_available_gb, "RAM", False)
+
+    def model_info(self, name: str):
+        def inspect():
+            from engine.architecture import inspect_model
+
+            return inspect_model(name)
+
+        return self.cached(("model", name), inspect)
+
+    def known_model_info(self, name: str):
+        """The inspection result if it is already cached, without computing it."""
+        with self._cache_lock:
+            return self._cache.get(("model", name))
+
+
+def _setup_log() -> None:
+    """Tracebacks of unexpected errors go to a file, never onto the screen."""
+    try:
+        path = state_dir() / "wizard.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("lora_tui")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def build_app(
+    session_path: Optional[str] = None,
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    gpu: Optional[str] = None,
+    vram_gb: Optional[float] = None,
+    offer_resume: bool = True,
+    autosave: bool = True,
+) -> LoraTuiApp:
+    """The app for the command line's arguments (a session file, or a model / dataset to start)."""
+    if vram_gb is not None and vram_gb <= 0:
+        from engine.errors import UserError
+
+        raise UserError(f"--vram {vram_gb:g}: give the GPU memory in GB as a positive number, such as 24.")
+    resume = None
+    if session_path:
+        draft = WizardDraft(load_session(session_path), step="review")
+    else:
+        draft = WizardDraft(new_session(model=model, dataset=dataset))
+        if offer_resume and not (model or dataset):
+            resume = load_draft()
+    if model and session_path:
+        draft.session = draft.session.model_copy(update={"model": draft.session.model.model_copy(update={"name": model})})
+    draft.plan_gpu, draft.plan_vram_gb = gpu, vram_gb
+    return LoraTuiApp(draft, resume_offer=resume, autosave=autosave)
+
+
+def run_wizard(
+    session_path: Optional[str] = None,
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    gpu: Optional[str] = None,
+    vram_gb: Optional[float] = None,
+) -> int:
+    """The `lora-tui` wizard; returns the exit code."""
+    if dataset and not Path(dataset).expanduser().exists():
+        from engine.errors import DataError
+
+        raise DataError(f"{dataset}: no such file or folder; give a JSON, JSONL, CSV or Parquet file.")
+    _setup_log()
+    app = build_app(session_path, model, dataset, gpu, vram_gb)
+    result = app.run()
+    return result if isinstance(result, int) else 0

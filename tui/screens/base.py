@@ -1,0 +1,87 @@
+"""What every wizard step shares: the progress line, the footer keys, back and next.
+
+A step screen is created once and kept (installed on the app), so going back and forward never
+loses what was typed. `commit()` writes the screen's values into the session in progress; the app
+saves it to disk after every step.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import TYPE_CHECKING, Optional
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from engine.errors import UserError
+from engine.wizard_state import STEP_TITLES
+from tui.widgets.steps import StepBar
+
+if TYPE_CHECKING:
+    from tui.app import LoraTuiApp
+
+log = logging.getLogger("lora_tui.wizard")
+
+
+def explain(error: BaseException) -> str:
+    """One sentence for the screen; the traceback of an unexpected error goes to the log file."""
+    if isinstance(error, UserError):
+        return str(error)
+    log.error("unexpected error\n%s", "".join(traceback.format_exception(error)))
+    return f"Unexpected {type(error).__name__}: {error} (details in the wizard log)."
+
+
+class StepScreen(Screen):
+    """A wizard step. Subclasses set STEP, write `compose_body`, `commit` and `on_show_step`."""
+
+    STEP = ""
+    HELP = ""
+    BINDINGS = [
+        Binding("ctrl+n", "next_step", "Next", id="wizard.next", priority=True),
+        Binding("escape", "back_step", "Back", id="wizard.back"),
+    ]
+
+    @property
+    def wizard(self) -> "LoraTuiApp":
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.STEP)
+        with VerticalScroll(classes="step-body"):
+            yield Static(STEP_TITLES[self.STEP], classes="step-title")
+            if self.HELP:
+                yield Static(self.HELP, classes="step-help")
+            yield from self.compose_body()
+        yield Static("", id="step-message", classes="step-message -empty")
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_screen_resume(self) -> None:
+        self.on_show_step()
+
+    def on_show_step(self) -> None:
+        """Refresh from the session (another step may have changed it)."""
+
+    def commit(self, strict: bool) -> Optional[str]:
+        """Write this screen's values into the session. With `strict` (going forward) return a
+        sentence that says what is missing, which keeps the person on this step."""
+        return None
+
+    def say(self, message: str = "", error: bool = False) -> None:
+        """The step's status line, just above the footer."""
+        line = self.query_one("#step-message", Static)
+        line.update(message)
+        line.set_class(not message, "-empty")
+        line.set_class(error, "-error")
+
+    def action_next_step(self) -> None:
+        self.wizard.go_next()
+
+    def action_back_step(self) -> None:
+        self.wizard.go_back()

@@ -1,0 +1,168 @@
+"""Step 1: the GPUs (or plainly, none), RAM and disk; or a GPU to plan for instead."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Label, Select, Static
+
+from tui.screens.base import StepScreen, explain
+from tui.widgets.bars import UsageBar
+
+THIS_MACHINE = "__this_machine__"
+
+
+def _entry(item: Any, *names: str) -> Any:
+    for name in names:
+        value = item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+class HardwareScreen(StepScreen):
+    STEP = "hardware"
+    HELP = "What this machine has, or the GPU you plan to rent or buy: every estimate after this is measured against it."
+
+    def compose_body(self) -> ComposeResult:
+        yield Vertical(Static("Looking for GPUs …", classes="muted"), id="devices", classes="panel")
+        with Vertical(classes="panel", id="plan-panel"):
+            yield Static("Plan for another GPU", classes="panel-title")
+            with Horizontal(classes="row"):
+                yield Label("GPU", classes="row-label")
+                yield Select([("This machine's hardware", THIS_MACHINE)], value=THIS_MACHINE, allow_blank=False, id="plan-gpu", compact=True)
+            with Horizontal(classes="row"):
+                yield Label("or VRAM (GB)", classes="row-label")
+                vram = self.wizard.draft.plan_vram_gb
+                yield Input(f"{vram:g}" if vram and not self.wizard.draft.plan_gpu else "", placeholder="e.g. 24", id="plan-vram", compact=True)
+            yield Static("", id="plan-summary", classes="muted")
+
+    def on_mount(self) -> None:
+        self.query_one("#devices").loading = True
+        self.probe()
+        self.load_catalogue()
+
+    @work(thread=True, exclusive=True, group="probe")
+    def probe(self) -> None:
+        try:
+            profile = self.wizard.hardware()
+        except Exception as error:  # the probe promises no exceptions; say so plainly if one escapes
+            self.app.call_from_thread(self._show_error, explain(error))
+            return
+        self.app.call_from_thread(self._show_profile, profile)
+
+    @work(thread=True, group="catalogue")
+    def load_catalogue(self) -> None:
+        try:
+            from engine.hardware import load_gpu_catalogue
+
+            catalogue = list(load_gpu_catalogue())
+        except Exception as error:
+            self.app.call_from_thread(self.say, f"The GPU catalogue could not be read: {explain(error)}", True)
+            return
+        self.app.call_from_thread(self._fill_catalogue, catalogue)
+
+    def _fill_catalogue(self, catalogue: list) -> None:
+        options: list[tuple[str, str]] = [("This machine's hardware", THIS_MACHINE)]
+        for item in catalogue:
+            name = _entry(item, "name")
+            vram = _entry(item, "total_gb", "vram_gb", "memory_gb")
+            if name:
+                options.append((f"{name} ({vram:g} GB)" if vram else str(name), str(name)))
+        select = self.query_one("#plan-gpu", Select)
+        with self.prevent(Select.Changed):
+            select.set_options(options)
+            wanted = self.wizard.draft.plan_gpu
+            select.value = wanted if wanted and any(v == wanted for _, v in options) else THIS_MACHINE
+        self._update_summary()
+
+    def _show_error(self, message: str) -> None:
+        devices = self.query_one("#devices")
+        devices.loading = False
+        devices.remove_children()
+        devices.mount(Static(message, classes="error"))
+
+    def _show_profile(self, profile) -> None:
+        devices = self.query_one("#devices")
+        devices.loading = False
+        devices.remove_children()
+        widgets: list = []
+        if profile.gpus:
+            for index, gpu in enumerate(profile.gpus):
+                capability = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else ""
+                facts = [f"compute {capability}" if capability else "",
+                         "bf16" if gpu.bf16 else "no bf16 (fp16 instead)",
+                         f"driver {gpu.driver}" if gpu.driver else ""]
+                widgets.append(Static(f"[b]GPU {index}[/b]  {gpu.name}   [dim]{'  ·  '.join(f for f in facts if f)}[/dim]"))
+                widgets.append(UsageBar("VRAM used", gpu.used_gb, gpu.total_gb, f"{gpu.free_gb:.1f} GB free", label_width=10))
+        else:
+            widgets.append(Static(
+                "[b]CPU only[/b]: no NVIDIA GPU was found (no driver, or NVML could not be read). Training still works "
+                "on the CPU through Unsloth's CPU backend, but it is slow: fine for a small model such as the demo, "
+                "not for 7B models. Plan for a GPU below to see what one would allow.",
+                classes="cpu-only",
+            ))
+        widgets.append(Static(f"[b]CPU[/b]  {profile.cpu_cores} cores"))
+        ram_used = max(0.0, profile.ram_total_gb - profile.ram_available_gb)
+        widgets.append(UsageBar("RAM used", ram_used, profile.ram_total_gb, f"{profile.ram_available_gb:.1f} GB available", label_width=10))
+        widgets.append(UsageBar("Disk free", profile.disk_free_gb, None, "in this folder", label_width=10))
+        devices.mount_all(widgets)
+        self._update_summary()
+
+    # -- planning ----------------------------------------------------------------------------
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "plan-gpu":
+            if event.value != THIS_MACHINE:
+                with self.query_one("#plan-vram", Input).prevent(Input.Changed):
+                    self.query_one("#plan-vram", Input).value = ""
+            self.commit(strict=False)
+            self._update_summary()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "plan-vram":
+            if event.value.strip():
+                with self.query_one("#plan-gpu", Select).prevent(Select.Changed):
+                    self.query_one("#plan-gpu", Select).value = THIS_MACHINE
+            problem = self.commit(strict=True)
+            self.say(problem or "", error=bool(problem))
+            self._update_summary()
+
+    def _read_vram(self) -> tuple[Optional[float], Optional[str]]:
+        text = self.query_one("#plan-vram", Input).value.strip()
+        if not text:
+            return None, None
+        try:
+            value = float(text)
+        except ValueError:
+            return None, f"VRAM must be a number of GB such as 24; got {text!r}."
+        if value <= 0 or value > 4096:
+            return None, f"VRAM must be between 0 and 4096 GB; got {text}."
+        return value, None
+
+    def commit(self, strict: bool) -> Optional[str]:
+        vram, problem = self._read_vram()
+        if problem:
+            return problem if strict else None
+        gpu = self.query_one("#plan-gpu", Select).value
+        draft = self.wizard.draft
+        draft.plan_gpu = gpu if isinstance(gpu, str) and gpu != THIS_MACHINE else None
+        draft.plan_vram_gb = vram
+        return None
+
+    def _update_summary(self) -> None:
+        self.update_summary_worker()
+
+    @work(thread=True, exclusive=True, group="summary")
+    def update_summary_worker(self) -> None:
+        try:
+            budget = self.wizard.budget()
+        except Exception as error:
+            text = f"[red]{explain(error)}[/red]"
+        else:
+            size = f"{budget.gb:.1f} GB" if budget.gb else "unknown size"
+            where = "planned, not this machine" if budget.planned else "this machine"
+            text = f"Estimates will be measured against: [b]{budget.label}[/b], {size} of {budget.kind} ({where})."
+        self.app.call_from_thread(self.query_one("#plan-summary", Static).update, text)

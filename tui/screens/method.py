@@ -1,0 +1,238 @@
+"""Step 3: full fine-tuning, LoRA or QLoRA, each with its estimated peak memory against the budget."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, RadioButton, RadioSet, Static
+
+from engine.wizard_state import parse_field
+from tui.screens.base import StepScreen, explain
+from tui.widgets.bars import UsageBar
+from tui.widgets.field import FormField
+
+METHODS = (("full", "Full fine-tune"), ("lora", "LoRA"), ("qlora", "QLoRA (4-bit)"))
+# (section, field, label): the knobs that move the estimate most.
+KNOBS = (
+    ("lora", "r", "LoRA rank r"),
+    ("training", "per_device_train_batch_size", "Batch size"),
+    ("training", "gradient_accumulation_steps", "Grad accumulation"),
+    ("model", "max_seq_length", "Max sequence length"),
+    ("training", "gradient_checkpointing", "Grad checkpointing"),
+)
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class MethodScreen(StepScreen):
+    STEP = "method"
+    HELP = "Estimated peak memory of each method on this model; the recommendation is preselected. Change rank, batch or sequence length and the estimate follows."
+    BINDINGS = [
+        Binding("ctrl+d", "toggle_parts", "Parts", id="method.parts"),
+        Binding("ctrl+r", "apply_recommendation", "Recommended", id="method.recommend"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._recommendation = None
+        self._estimates: dict[str, Any] = {}
+        self._context_key: Optional[tuple] = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="budget", classes="muted")
+        with Horizontal(id="methods", classes="panel"):
+            with RadioSet(id="method", compact=True):
+                for method, label in METHODS:
+                    yield RadioButton(label, value=self.wizard.session.method == method, id=f"method-{method}", compact=True)
+            with Vertical(id="method-bars"):
+                for method, label in METHODS:
+                    yield UsageBar("", None, None, id=f"bar-{method}", label_width=0)
+        yield Static("", id="recommendation", classes="panel recommendation")
+        yield DataTable(id="parts", classes="-hidden", cursor_type="none", zebra_stripes=True)
+        with Vertical(classes="panel form", id="knobs"):
+            for section, name, label in KNOBS:
+                yield FormField(label, _shown(self._current(section, name)), f"{section}-{name}")
+
+    def _current(self, section: str, name: str) -> Any:
+        return getattr(getattr(self.wizard.session, section), name)
+
+    def on_mount(self) -> None:
+        self.query_one("#methods").loading = True
+        self.on_show_step()
+
+    def on_show_step(self) -> None:
+        for section, name, _ in KNOBS:
+            self.query_one(f"#field-{section}-{name}", FormField).set_value(_shown(self._current(section, name)))
+        self._select_radio(self.wizard.session.method)
+        self.plan()
+
+    def _select_radio(self, method: str) -> None:
+        button = self.query_one(f"#method-{method}", RadioButton)
+        if not button.value:
+            with self.query_one(RadioSet).prevent(RadioSet.Changed):
+                button.value = True
+
+    # -- the plan: recommendation once per model and budget, estimates on every change -------
+    def plan(self) -> None:
+        session = self.wizard.session
+        self.plan_worker(
+            session.model.name, session.lora.r, session.training.per_device_train_batch_size,
+            session.model.max_seq_length, bool(session.training.gradient_checkpointing),
+            list(session.lora.target_modules), session.training.optim,
+        )
+
+    @work(thread=True, exclusive=True, group="plan")
+    def plan_worker(self, name: str, r: int, batch: int, seq_len: int, checkpointing: bool, modules: list, optim: str) -> None:
+        try:
+            from engine.memory import estimate_memory
+            from engine.recommend import recommend
+
+            info = self.wizard.model_info(name)
+            budget = self.wizard.budget()
+            key = (name, budget.label, budget.gb, seq_len)
+            recommendation = self.wizard.cached(("recommend",) + key, lambda: recommend(info, budget.gb, seq_len=seq_len, batch_size=batch))
+            usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
+            estimates = {
+                method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
+                                        gradient_checkpointing=checkpointing, optim=optim)
+                for method, _ in METHODS
+            }
+        except Exception as error:
+            self.app.call_from_thread(self._show_error, explain(error))
+            return
+        self.app.call_from_thread(self._show_plan, key, budget, recommendation, estimates)
+
+    def _show_error(self, message: str) -> None:
+        self.query_one("#methods").loading = False
+        self.say(message, error=True)
+
+    def _show_plan(self, key: tuple, budget, recommendation, estimates: dict) -> None:
+        self.query_one("#methods").loading = False
+        self._recommendation, self._estimates = recommendation, estimates
+        planned = " (planned)" if budget.planned else ""
+        size = f"{budget.gb:.1f} GB" if budget.gb else "unknown"
+        self.query_one("#budget", Static).update(f"Budget: [b]{budget.label}[/b]{planned}, {size} of {budget.kind}.")
+        for method, _ in METHODS:
+            estimate = estimates[method]
+            fits = budget.gb is not None and estimate.total_gb <= budget.gb
+            tag = "★ recommended" if recommendation is not None and recommendation.method == method else ("fits" if fits else "does not fit")
+            self.query_one(f"#bar-{method}", UsageBar).update(estimate.total_gb, budget.gb, tag)
+        self._show_recommendation(recommendation)
+        self._fill_parts(estimates)
+        # Preselect the recommendation once per model and budget; never over the person's own edits.
+        applied = self.wizard.draft.extra.get("recommended_for")
+        if recommendation is not None and recommendation.method and applied != list(key[:3]):
+            self.wizard.draft.extra["recommended_for"] = list(key[:3])
+            self.action_apply_recommendation()
+        self.say("")
+
+    def _show_recommendation(self, rec) -> None:
+        box = self.query_one("#recommendation", Static)
+        if rec is None:
+            box.update("")
+        elif not rec.method:
+            box.update(f"[b red]Nothing fits.[/b red] {rec.reason}")
+        else:
+            label = dict(METHODS)[rec.method]
+            checkpointing = "on" if rec.gradient_checkpointing else "off"
+            box.update(
+                f"[b]Recommended:[/b] {label}, r {rec.r}, alpha {rec.lora_alpha}, batch {rec.per_device_train_batch_size} × "
+                f"{rec.gradient_accumulation_steps} accumulation, gradient checkpointing {checkpointing}.\n[dim]{rec.reason}[/dim]"
+            )
+
+    def _fill_parts(self, estimates: dict) -> None:
+        table = self.query_one("#parts", DataTable)
+        table.clear(columns=True)
+        table.add_column("Part (GB)")
+        for _, label in METHODS:
+            table.add_column(label)
+        names: list[str] = []
+        for estimate in estimates.values():
+            names += [n for n in estimate.components if n not in names]
+        for name in names:
+            table.add_row(name, *(f"{estimates[m].components.get(name, 0.0):.2f}" for m, _ in METHODS))
+        table.add_row("[b]total[/b]", *(f"[b]{estimates[m].total_gb:.2f}[/b]" for m, _ in METHODS))
+
+    # -- actions ---------------------------------------------------------------------------------
+    def action_toggle_parts(self) -> None:
+        self.query_one("#parts").toggle_class("-hidden")
+
+    def action_apply_recommendation(self) -> None:
+        rec = self._recommendation
+        if rec is None or not rec.method:
+            self.notify("There is no recommendation to apply.", severity="warning")
+            return
+        session = self.wizard.session.to_dict()
+        session["method"] = rec.method
+        session["lora"].update(r=rec.r, lora_alpha=rec.lora_alpha)
+        if rec.target_modules:
+            session["lora"]["target_modules"] = list(rec.target_modules)
+        session["training"].update(
+            per_device_train_batch_size=rec.per_device_train_batch_size,
+            gradient_accumulation_steps=rec.gradient_accumulation_steps,
+        )
+        current = session["training"]["gradient_checkpointing"]
+        session["training"]["gradient_checkpointing"] = (current or "unsloth") if rec.gradient_checkpointing else False
+        from engine.session import session_from_dict
+
+        try:
+            self.wizard.session = session_from_dict(session, where="recommendation")
+        except Exception as error:
+            self.say(explain(error), error=True)
+            return
+        self.wizard.autosave()
+        for section, name, _ in KNOBS:
+            field = self.query_one(f"#field-{section}-{name}", FormField)
+            field.show_error(None)
+            field.set_value(_shown(self._current(section, name)))
+        self._select_radio(rec.method)
+        self.plan()
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        method = (event.pressed.id or "").removeprefix("method-")
+        if method and method != self.wizard.session.method:
+            self.wizard.session = self.wizard.session.model_copy(update={"method": method})
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        field = next((f for f in self.query(FormField) if f.input is event.input), None)
+        if field is None:
+            return
+        section, name = field.field_id.split("-", 1)
+        try:
+            value = parse_field(section, name, event.value)
+        except ValueError as error:
+            field.show_error(str(error))
+            return
+        field.show_error(None)
+        data = self.wizard.session.to_dict()
+        data[section][name] = value
+        from engine.session import session_from_dict
+
+        try:
+            self.wizard.session = session_from_dict(data)
+        except Exception as error:
+            field.show_error(explain(error))
+            return
+        self.set_timer(0.3, self._replan_if_idle, name="replan")
+
+    def _replan_if_idle(self) -> None:
+        self.plan()
+
+    def commit(self, strict: bool) -> Optional[str]:
+        bad = [f.label for f in self.query(FormField) if f.error]
+        if strict and bad:
+            return f"Fix {', '.join(bad)} first (the message is on the field)."
+        return None
+
+
+def _available(info) -> set[str]:
+    names = set(info.linear_modules)
+    for preset in info.presets.values():
+        names.update(preset)
+    return names

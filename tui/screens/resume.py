@@ -1,0 +1,60 @@
+"""At start: continue the last session in progress (and see runs that were interrupted)?"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from engine.wizard_state import WizardDraft
+
+
+class ResumeScreen(ModalScreen[Optional[str]]):
+    """Dismisses with "continue", "fresh", or "run:<folder>" to watch an interrupted run."""
+
+    BINDINGS = [
+        Binding("c", "answer('continue')", "Continue", id="resume.continue"),
+        Binding("n", "answer('fresh')", "Start fresh", id="resume.fresh"),
+        Binding("escape", "answer('fresh')", "Start fresh", show=False),
+    ]
+
+    def __init__(self, draft: WizardDraft):
+        super().__init__()
+        self.draft = draft
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="resume"):
+            yield Static("Continue where you left off?", classes="panel-title")
+            yield Static(self.draft.describe(), id="resume-what")
+            yield Static("", id="resume-runs", classes="muted")
+            with Horizontal(id="resume-buttons"):
+                yield Button("Continue (c)", id="continue", variant="primary", compact=True)
+                yield Button("Start fresh (n)", id="fresh", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#continue", Button).focus()
+        self.find_runs()
+
+    @work(thread=True, group="runs")
+    def find_runs(self) -> None:
+        try:
+            from engine.runs import list_runs
+
+            runs = list_runs()[:3]
+        except Exception:  # an unreadable registry must not stop the wizard from starting
+            return
+        if runs:
+            lines = ["Runs that can be watched or resumed (review step, or lora-tui --replay … --resume):"]
+            lines += [f"  {r.run_dir}  [b]{r.status}[/b] at step {r.step}" for r in runs]
+            self.app.call_from_thread(self.query_one("#resume-runs", Static).update, "\n".join(lines))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id)
+
+    def action_answer(self, answer: str) -> None:
+        self.dismiss(answer)

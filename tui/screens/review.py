@@ -1,0 +1,126 @@
+"""Step 7: the whole session, where it is saved, the command that replays it headless; train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from rich.syntax import Syntax
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Input, Label, Static, Checkbox
+
+from engine.session import save_session
+from engine.wizard_state import replay_command, run_name_for
+from tui.screens.base import StepScreen, explain
+
+
+class ReviewScreen(StepScreen):
+    STEP = "review"
+    HELP = "Everything the wizard decided, as the session file that reproduces it. Save it, or start training."
+    BINDINGS = [
+        Binding("ctrl+t", "train", "Train", id="review.train", priority=True),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        session = self.wizard.session
+        default_dir = session.output.dir if session.output.dir != "runs/run" else f"runs/{run_name_for(session)}"
+        with Horizontal(classes="row"):
+            yield Label("Run folder", classes="row-label")
+            yield Input(default_dir, id="output-dir", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Session file", classes="row-label")
+            yield Input(f"{run_name_for(session)}.session.json", id="session-file", compact=True)
+        yield Checkbox("Also save a merged model (output.save_merged)", session.output.save_merged, id="save-merged", compact=True)
+        yield Static("", id="replay", classes="panel replay")
+        yield Static("", id="session-json", classes="panel")
+
+    def on_mount(self) -> None:
+        self.on_show_step()
+
+    def on_show_step(self) -> None:
+        self.commit(strict=False)
+        self._render_session()
+
+    def _render_session(self) -> None:
+        session_file = self.query_one("#session-file", Input).value.strip() or "session.json"
+        self.query_one("#replay", Static).update(
+            f"Headless, same engine, same events:  [b]{replay_command(session_file)}[/b]   "
+            f"(check first: add --dry-run)"
+        )
+        theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"
+        self.query_one("#session-json", Static).update(Syntax(self.wizard.session.to_json().rstrip(), "json", theme=theme, background_color="default"))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.commit(strict=False)
+        self._render_session()
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.commit(strict=False)
+        self._render_session()
+
+    def commit(self, strict: bool) -> Optional[str]:
+        folder = self.query_one("#output-dir", Input).value.strip()
+        if not folder:
+            return "Give a run folder, such as runs/my-run." if strict else None
+        resolved = str(Path(folder).expanduser().resolve())
+        output = self.wizard.session.output.model_copy(
+            update={"dir": resolved, "save_merged": self.query_one("#save-merged", Checkbox).value}
+        )
+        self.wizard.session = self.wizard.session.model_copy(update={"output": output})
+        return None
+
+    def _problems(self) -> Optional[str]:
+        session = self.wizard.session
+        if not session.dataset.path:
+            return "No dataset yet: go back to the dataset step (escape) and choose one."
+        if not Path(session.dataset.path).exists() and "/" not in session.dataset.path:
+            return f"{session.dataset.path}: the dataset file is missing."
+        return self.commit(strict=True)
+
+    def save_session_file(self) -> Optional[Path]:
+        """Write the session file the replay command names; also called by the app's ctrl+s."""
+        problem = self._problems()
+        if problem:
+            self.say(problem, error=True)
+            return None
+        target = Path(self.query_one("#session-file", Input).value.strip() or "session.json").expanduser()
+        try:
+            path = save_session(self.wizard.session, target)
+        except OSError as error:
+            self.say(f"{target}: could not write the session file ({error.strerror or error}).", error=True)
+            return None
+        self.wizard.autosave()
+        self.say(f"Saved {path.resolve()}. Replay it with: {replay_command(path)}")
+        return path
+
+    def action_save_file(self) -> None:
+        self.save_session_file()
+
+    def action_train(self) -> None:
+        if self.save_session_file() is None:
+            return
+        self.say("Starting the run in the background …")
+        self.launch_worker(self.wizard.session)
+
+    @work(thread=True, exclusive=True, group="launch")
+    def launch_worker(self, session) -> None:
+        try:
+            from engine.runs import launch
+
+            handle = launch(session)
+        except Exception as error:
+            self.app.call_from_thread(self.say, explain(error), True)
+            return
+        self.app.call_from_thread(self._launched, handle)
+
+    def _launched(self, handle) -> None:
+        self.say(f"Training in {handle.run_dir} (process {handle.pid}).")
+        try:
+            from tui.screens.training import TrainingScreen
+        except ImportError:
+            self.notify(f"Training runs in the background in {handle.run_dir}; the dashboard is not available in this build.", timeout=10)
+            return
+        self.app.push_screen(TrainingScreen(handle.run_dir))

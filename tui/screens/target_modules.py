@@ -1,0 +1,118 @@
+"""Step 4: which linear modules get LoRA adapters: the model's real names, presets, live count."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import SelectionList, Static
+
+from tui.screens.base import StepScreen, explain
+
+PRESETS = (("minimal", "1"), ("recommended", "2"), ("maximum", "3"))
+
+
+class TargetModulesScreen(StepScreen):
+    STEP = "target_modules"
+    HELP = "Linear modules found in the model's own architecture. Space toggles one; 1 / 2 / 3 pick the minimal, recommended or maximum preset."
+    BINDINGS = [Binding(key, f"preset('{name}')", name.capitalize(), id=f"modules.{name}") for name, key in PRESETS]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._info = None
+        self._shown_for: Optional[str] = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="presets-line", classes="muted")
+        yield SelectionList[str](id="modules", compact=True)
+        yield Static("", id="trainable", classes="panel trainable")
+
+    def on_mount(self) -> None:
+        self.query_one("#modules").loading = True
+        self.on_show_step()
+
+    def on_show_step(self) -> None:
+        name = self.wizard.session.model.name
+        if self._shown_for != name:
+            self.load(name)
+        else:
+            self.count()
+
+    @work(thread=True, exclusive=True, group="modules")
+    def load(self, name: str) -> None:
+        try:
+            info = self.wizard.model_info(name)
+        except Exception as error:
+            self.app.call_from_thread(self._show_error, explain(error))
+            return
+        self.app.call_from_thread(self._fill, name, info)
+
+    def _show_error(self, message: str) -> None:
+        self.query_one("#modules").loading = False
+        self.say(message, error=True)
+
+    def _fill(self, name: str, info) -> None:
+        self._info, self._shown_for = info, name
+        available = list(info.linear_modules) + [m for p in info.presets.values() for m in p if m not in info.linear_modules]
+        available = list(dict.fromkeys(available))
+        wanted = [m for m in self.wizard.session.lora.target_modules if m in available] or list(info.presets["recommended"])
+        modules = self.query_one("#modules", SelectionList)
+        modules.loading = False
+        with modules.prevent(SelectionList.SelectedChanged):
+            modules.clear_options()
+            modules.add_options([(m, m, m in wanted) for m in available])
+        self.query_one("#presets-line", Static).update(
+            "  ".join(f"[b]{key}[/b] {preset}: {', '.join(info.presets[preset])}" for preset, key in PRESETS if preset in info.presets)
+        )
+        self._store(wanted)
+
+    def action_preset(self, preset: str) -> None:
+        if self._info is None or preset not in self._info.presets:
+            return
+        wanted = set(self._info.presets[preset])
+        modules = self.query_one("#modules", SelectionList)
+        modules.deselect_all()
+        for module in wanted:
+            modules.select(module)
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
+        self._store(list(event.selection_list.selected))
+
+    def _store(self, modules: list[str]) -> None:
+        if modules:
+            lora = self.wizard.session.lora.model_copy(update={"target_modules": modules})
+            self.wizard.session = self.wizard.session.model_copy(update={"lora": lora})
+        self.count()
+
+    def count(self) -> None:
+        if self._info is None:
+            return
+        modules = list(self.query_one("#modules", SelectionList).selected)
+        self.count_worker(modules, self.wizard.session.lora.r)
+
+    @work(thread=True, exclusive=True, group="count")
+    def count_worker(self, modules: list[str], r: int) -> None:
+        info = self._info
+        if not modules:
+            text = "[red]No module selected: LoRA needs at least one target module.[/red]"
+        else:
+            try:
+                from engine.architecture import count_trainable_params
+
+                trainable = count_trainable_params(info, modules, r)
+            except Exception as error:
+                text = f"[red]{explain(error)}[/red]"
+            else:
+                share = 100.0 * trainable / info.params if info.params else 0.0
+                text = (f"Trainable parameters at r {r}: [b]{trainable:,}[/b] of {info.params:,} "
+                        f"([b]{share:.2f}%[/b]) in {len(modules)} module type(s).")
+        self.app.call_from_thread(self.query_one("#trainable", Static).update, text)
+
+    def commit(self, strict: bool) -> Optional[str]:
+        if self._info is None:
+            return None
+        if not self.query_one("#modules", SelectionList).selected and strict:
+            return "Select at least one module (2 picks the recommended set)."
+        return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from engine import remedies as R
@@ -124,6 +125,10 @@ class Diagnostician:
                 reported = self.state.reported
                 self.state = _State(reported=reported)
             return []
+        if kind == "data":  # the worker's data report: row count and rendered examples
+            self.train_rows = event.get("train_rows") or self.train_rows
+            self.example = self.example or example_text(event)
+            return []
         if kind == "checkpoint" and _is_number(event.get("step")):
             self.state.checkpoints[int(event["step"])] = str(event.get("path", ""))
             return []
@@ -139,6 +144,8 @@ class Diagnostician:
         if not _is_number(step) or not _is_number(loss):
             return []
         step = int(step)
+        if _is_number(event.get("total_steps")):
+            self.total_steps = int(event["total_steps"])
         # Loss only: with fp16 the gradient norm is inf on the steps the loss scaler skips, harmlessly.
         if not math.isfinite(loss):
             return self._report(self._nan(step, event))
@@ -244,15 +251,15 @@ class Diagnostician:
         if lr < typical / 10 or (applied_lr is not None and applied_lr < typical / 10):
             why = (f"the learning rate {fmt_lr(lr)} is far below the usual {fmt_lr(typical)} for "
                    f"{s.method}, so the weights barely move")
-            order = ["raise_learning_rate", "raise_rank", "check_data", "lower_learning_rate"]
+            order = ["raise_learning_rate", "raise_rank", "check_data"]
         elif relative_change > 0 or (noise > NOISY_RESIDUAL and zigzag > 0.6):
             why = (f"the loss oscillates (spread {noise:.0%} of its mean, direction flips on {zigzag:.0%} of "
                    f"logs){', and drifts up' if relative_change > 0 else ''}: steps overshoot, so a lower rate helps")
-            order = ["lower_learning_rate", "check_data", "raise_rank", "raise_learning_rate"]
+            order = ["lower_learning_rate", "check_data", "raise_rank"]
         else:
             why = ("the loss is smooth but flat: the adapter may lack capacity, or the rate is too cautious; "
                    "if the rendered examples look wrong, the data is the cause")
-            order = ["raise_rank", "raise_learning_rate", "check_data", "lower_learning_rate"]
+            order = ["raise_rank", "raise_learning_rate", "check_data"]
 
         candidates = {
             "raise_learning_rate": R.raise_learning_rate(s, applied_lr),
@@ -260,7 +267,7 @@ class Diagnostician:
             "raise_rank": R.raise_rank(s),
             "check_data": R.check_data(s, self.example),
         }
-        remedies = [candidates[name] for name in order]
+        remedies = [candidates[name] for name in order]  # the evidence decides which, and in what order
         message = (
             f"Loss is not decreasing: over steps {step_a}-{step_b} ({len(window)} logs) the fitted trend changes "
             f"it by {relative_change:+.1%} (mean {mean_loss:.3f}; it started at {start_loss:.3f}). Likely cause: {why}."
@@ -292,7 +299,7 @@ class Diagnostician:
             return None
 
         s = self.session
-        checkpoint = self.state.checkpoints.get(best["step"])
+        checkpoint = self._checkpoint_at(best["step"])
         best_epoch = self._epoch_at(best["step"])
         message = (
             f"Overfitting: eval loss rose from its best {best['eval_loss']:.3f} at step {best['step']} to "
@@ -316,6 +323,14 @@ class Diagnostician:
         ]
         return self._finding("overfitting", last["step"], message, evidence, remedies)
 
+    def _checkpoint_at(self, step: int) -> Optional[str]:
+        """The checkpoint saved at `step`: from a checkpoint event, else from the run folder (the
+        Trainer writes `checkpoint-N` there; it may be deleted later by save_total_limit)."""
+        if step in self.state.checkpoints:
+            return self.state.checkpoints[step]
+        folder = Path(self.session.output.dir) / f"checkpoint-{step}"
+        return str(folder) if folder.is_dir() else None
+
     def _train_loss_near(self, step: int) -> Optional[float]:
         """Mean of the last three train losses logged at or before `step` (one log is noise)."""
         before = [log["loss"] for log in self.state.logs if log["step"] <= step][-3:]
@@ -328,6 +343,20 @@ class Diagnostician:
         if self.total_steps and self.session.training.max_steps <= 0:
             return step / self.total_steps * float(self.session.training.num_train_epochs)
         return None
+
+
+def example_text(data_event: dict) -> Optional[str]:
+    """The first rendered example of a `data` event, with the trained part between the markers."""
+    examples = data_event.get("examples") or []
+    if not examples:
+        return None
+    first = examples[0]
+    if isinstance(first, str):
+        return first
+    segments = first.get("segments")
+    if segments:
+        return "".join(f"\u25b6{text}\u25c0" if trained else text for text, trained in segments)
+    return first.get("text")
 
 
 def _jsonable_number(value: Any) -> Any:

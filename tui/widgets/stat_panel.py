@@ -1,0 +1,97 @@
+"""Where the run stands: progress, timing, throughput, memory, learning rate and grad norm."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Sparkline, Static
+
+
+def duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def number(value: Optional[float], fmt: str = ".1f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+SPARK_POINTS = 120
+
+STATUS_STYLES = {
+    "running": "bold green", "paused": "bold yellow", "completed": "bold green",
+    "stopped": "bold yellow", "failed": "bold red", "interrupted": "bold red",
+}
+
+
+class StatPanel(Vertical):
+    """Call `show(view, memory)` with the screen's RunView and a memory line."""
+
+    DEFAULT_CSS = """
+    StatPanel { height: auto; padding: 0 1; }
+    StatPanel #run-status { height: auto; }
+    StatPanel ProgressBar { margin: 0 0 1 0; }
+    StatPanel #stats { height: 9; }
+    StatPanel .spark-label { height: 1; color: $text-muted; }
+    StatPanel Sparkline { height: 2; margin-bottom: 1; }
+    """
+
+    _lr_count = 0
+    _grad_count = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="run-status")
+        yield ProgressBar(total=None, show_eta=False, id="progress")
+        yield Static("", id="stats")
+        yield Static("learning rate", classes="spark-label", id="lr-label")
+        yield Sparkline([], id="lr-spark")
+        yield Static("grad norm", classes="spark-label", id="grad-label")
+        yield Sparkline([], id="grad-spark")
+
+    def show(self, view, memory: str) -> None:
+        status = Text()
+        status.append(view.status_word, style=STATUS_STYLES.get(view.status_word, "bold"))
+        if view.status_detail:
+            status.append(f"  {view.status_detail}")
+        self.query_one("#run-status", Static).update(status)
+
+        bar = self.query_one("#progress", ProgressBar)
+        if view.total_steps:
+            bar.update(total=view.total_steps, progress=min(view.step, view.total_steps))
+
+        total = view.total_steps or "?"
+        rows = [
+            ("step", f"{view.step} / {total}"),
+            ("epoch", number(view.epoch, ".2f")),
+            ("elapsed", duration(view.elapsed)),
+            ("ETA", duration(view.eta_seconds) if view.running else "-"),
+            ("tokens/s", number(view.tokens_per_second, ",.0f")),
+            ("samples/s", number(view.samples_per_second, ".2f")),
+            ("memory", memory),
+            ("loss", number(view.last_loss, ".4f")),
+        ]
+        if view.evals:
+            rows.append(("eval loss", f"{view.evals[-1][1]:.4f}"))
+        # Plain Text, not a rich Table: this redraws four times a second and a Table costs more.
+        stats = Text()
+        for i, (label, value) in enumerate(rows):
+            stats.append(f"{label:<11}", style="dim")
+            stats.append(value + ("\n" if i < len(rows) - 1 else ""))
+        self.query_one("#stats", Static).update(stats)
+
+        # The sparklines show the last SPARK_POINTS values and change only when new ones arrive.
+        if view.learning_rates and len(view.learning_rates) != self._lr_count:
+            self._lr_count = len(view.learning_rates)
+            self.query_one("#lr-label", Static).update(f"learning rate  {view.learning_rate:.2e}")
+            self.query_one("#lr-spark", Sparkline).data = view.learning_rates[-SPARK_POINTS:]
+        if view.grad_norms and len(view.grad_norms) != self._grad_count:
+            self._grad_count = len(view.grad_norms)
+            self.query_one("#grad-label", Static).update(f"grad norm  {view.grad_norm:.3f}")
+            self.query_one("#grad-spark", Sparkline).data = view.grad_norms[-SPARK_POINTS:]

@@ -83,7 +83,9 @@ def _absolute(path: str) -> str:
 def save_draft(draft: WizardDraft) -> Path:
     """Write the session in progress and the wizard's position (atomically, each)."""
     draft.saved_at = time.time()
-    path = save_session(draft.session, last_session_path())
+    # Relative paths mean "from where the wizard runs"; the draft lives elsewhere, so it keeps them
+    # absolute (a relative path in a session file would be read against the state folder).
+    path = save_session(draft.session.resolved(Path.cwd()), last_session_path())
     position = {
         "step": draft.step,
         "plan_gpu": draft.plan_gpu,
@@ -257,6 +259,42 @@ def with_dataset(session: Session, **changes: Any) -> Session:
     data["dataset"].update(changes)
     DatasetSection.model_validate(data["dataset"])
     return session_from_dict(data, where="session")
+
+
+def session_for_file(session: Session, session_file: str | Path) -> Session:
+    """The session as written to `session_file`: paths inside that file's folder become relative to
+    it (the folder can move, and it reads better); others stay absolute."""
+    folder = Path(session_file).expanduser().resolve().parent
+    data = session.to_dict()
+
+    def relative(value: str) -> str:
+        if not value or "://" in value:
+            return value
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            return value
+        try:
+            return str(path.resolve().relative_to(folder))
+        except ValueError:
+            return value
+
+    data["dataset"]["path"] = relative(data["dataset"]["path"])
+    data["output"]["dir"] = relative(data["output"]["dir"])
+    if Path(data["model"]["name"]).expanduser().is_absolute():
+        data["model"]["name"] = relative(data["model"]["name"])
+        if "/" not in data["model"]["name"]:
+            data["model"]["name"] = "./" + data["model"]["name"]  # still read as a path, not a hub id
+    return session_from_dict(data, where=str(session_file))
+
+
+def shown_path(path: str) -> str:
+    """A path as a person would type it here: relative to the working folder when inside it."""
+    if not path:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return path
 
 
 def replay_command(session_file: str | Path) -> str:

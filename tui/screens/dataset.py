@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select, Static, Checkbox
 
 from engine.session import ROLES
-from engine.wizard_state import parse_field, with_dataset
+from engine.wizard_state import parse_field, shown_path, with_dataset
 from tui.screens.base import StepScreen, explain
 
 NO_COLUMN = "__none__"
@@ -53,7 +53,7 @@ class DatasetScreen(StepScreen):
         section = self.wizard.session.dataset
         format_roles, _ = _format_roles()
         with Horizontal(classes="row"):
-            yield Input(section.path, placeholder="data/train.jsonl", id="dataset-path", compact=True)
+            yield Input(shown_path(section.path), placeholder="data/train.jsonl", id="dataset-path", compact=True)
             yield Button("Browse…", id="browse", compact=True)
         yield Static("No dataset chosen yet.", id="scan-summary", classes="muted")
         with Horizontal(id="mapping", classes="panel"):
@@ -128,7 +128,7 @@ class DatasetScreen(StepScreen):
 
     def _picked(self, path: Optional[str]) -> None:
         if path:
-            self.query_one("#dataset-path", Input).value = path
+            self.query_one("#dataset-path", Input).value = shown_path(path)
             self.scan()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -97,7 +97,7 @@ class HardwareScreen(StepScreen):
                          "bf16" if gpu.bf16 else "no bf16 (fp16 instead)",
                          f"driver {gpu.driver}" if gpu.driver else ""]
                 widgets.append(Static(f"[b]GPU {index}[/b]  {gpu.name}   [dim]{'  ·  '.join(f for f in facts if f)}[/dim]"))
-                widgets.append(UsageBar("VRAM used", gpu.used_gb, gpu.total_gb, f"{gpu.free_gb:.1f} GB free", label_width=10))
+                widgets.append(UsageBar("VRAM used", gpu.used_gb, gpu.total_gb, f"{gpu.free_gb:.1f} GB free", label_width=10, caption_width=18))
         else:
             widgets.append(Static(
                 "[b]CPU only[/b]: no NVIDIA GPU was found (no driver, or NVML could not be read). Training still works "
@@ -107,8 +107,8 @@ class HardwareScreen(StepScreen):
             ))
         widgets.append(Static(f"[b]CPU[/b]  {profile.cpu_cores} cores"))
         ram_used = max(0.0, profile.ram_total_gb - profile.ram_available_gb)
-        widgets.append(UsageBar("RAM used", ram_used, profile.ram_total_gb, f"{profile.ram_available_gb:.1f} GB available", label_width=10))
-        widgets.append(UsageBar("Disk free", profile.disk_free_gb, None, "in this folder", label_width=10))
+        widgets.append(UsageBar("RAM used", ram_used, profile.ram_total_gb, f"{profile.ram_available_gb:.1f} GB available", label_width=10, caption_width=18))
+        widgets.append(Static(f"[b]Disk[/b]  {profile.disk_free_gb:.0f} GB free in this folder"))
         devices.mount_all(widgets)
         self._update_summary()
 

@@ -21,17 +21,19 @@ FIELDS = (
     ("lora", "lora_dropout", "lora_dropout"),
     ("training", "learning_rate", "learning_rate"),
     ("training", "num_train_epochs", "num_train_epochs"),
-    ("training", "max_steps", "max_steps (-1: epochs)"),
+    ("training", "max_steps", "max_steps"),
     ("training", "per_device_train_batch_size", "batch size"),
     ("training", "gradient_accumulation_steps", "grad accumulation"),
     ("training", "warmup_ratio", "warmup_ratio"),
     ("training", "weight_decay", "weight_decay"),
     ("training", "max_grad_norm", "max_grad_norm"),
     ("training", "logging_steps", "logging_steps"),
-    ("training", "eval_steps", "eval_steps (empty: none)"),
-    ("training", "save_steps", "save_steps (empty: epoch)"),
+    ("training", "eval_steps", "eval_steps"),
+    ("training", "save_steps", "save_steps"),
     ("training", "seed", "seed"),
 )
+# What an empty field means, shown in it.
+PLACEHOLDERS = {"eval_steps": "none", "save_steps": "per epoch", "max_steps": "-1 = epochs"}
 CHOICES = (
     ("training", "lr_scheduler_type", "lr_scheduler_type"),
     ("training", "optim", "optim"),
@@ -41,14 +43,19 @@ CHOICES = (
 
 
 def _choices(section: str, name: str) -> list[Any]:
-    from typing import get_args
+    """The values a Literal / bool field of the session allows, read from the schema itself."""
+    from typing import Literal, get_args, get_origin
 
     model = Session if section == "top" else Session.model_fields[section].annotation
-    annotation = model.model_fields[name].annotation
-    values: list[Any] = []
-    for arg in get_args(annotation) or (annotation,):
-        values += list(get_args(arg)) if get_args(arg) else ([True, False] if arg is bool else [])
-    return values
+
+    def values_of(annotation: Any) -> list[Any]:
+        if annotation is bool:
+            return [True, False]
+        if get_origin(annotation) is Literal:
+            return list(get_args(annotation))
+        return [v for arg in get_args(annotation) for v in values_of(arg)]
+
+    return values_of(model.model_fields[name].annotation)
 
 
 def _shown(value: Any) -> str:
@@ -78,16 +85,17 @@ class HyperparametersScreen(StepScreen):
         return getattr(session, name) if section == "top" else getattr(getattr(session, section), name)
 
     def compose_body(self) -> ComposeResult:
-        options = [(f"{p.title}: {p.description}", n) for n, p in self.presets.items()] + [("Custom (your own values)", CUSTOM)]
+        options = [(p.title, n) for n, p in self.presets.items()] + [("Custom (your own values)", CUSTOM)]
         with Horizontal(classes="row"):
             yield Label("Preset", classes="row-label")
             yield Select(options, value=matching_preset(self.wizard.session, self.presets) or CUSTOM,
                          allow_blank=False, id="preset", compact=True)
+        yield Static("", id="preset-description", classes="muted")
         if self._presets_error:
             yield Static(self._presets_error, classes="error")
         with Grid(id="hp-grid"):
             for section, name, label in FIELDS:
-                yield FormField(label, _shown(self._value(section, name)), f"{section}-{name}")
+                yield FormField(label, _shown(self._value(section, name)), f"{section}-{name}", placeholder=PLACEHOLDERS.get(name, ""))
             for section, name, label in CHOICES:
                 with Horizontal(classes="row choice"):
                     yield Label(label, classes="row-label")
@@ -97,12 +105,16 @@ class HyperparametersScreen(StepScreen):
         yield Static("", id="hp-summary", classes="muted")
 
     def on_mount(self) -> None:
+        self._sync_preset()
         self._summarise()
 
     def on_show_step(self) -> None:
         """Fields another step may have changed (rank, batch) follow the session, except while wrong."""
         for section, name, _ in FIELDS:
-            self.query_one(f"#field-{section}-{name}", FormField).set_value(_shown(self._value(section, name)))
+            value = self._value(section, name)
+            self.query_one(f"#field-{section}-{name}", FormField).set_value(
+                _shown(value), same=lambda text, s=section, n=name, v=value: parse_field(s, n, text) == v
+            )
         for section, name, _ in CHOICES:
             select = self.query_one(f"#choice-{section}-{name}", Select)
             with select.prevent(Select.Changed):
@@ -140,7 +152,7 @@ class HyperparametersScreen(StepScreen):
     def on_select_changed(self, event: Select.Changed) -> None:
         select_id = event.select.id or ""
         if select_id == "preset":
-            if event.value in self.presets:
+            if event.value in self.presets and event.value != matching_preset(self.wizard.session, self.presets):
                 self.apply_named_preset(str(event.value))
             return
         if select_id.startswith("choice-"):
@@ -167,6 +179,8 @@ class HyperparametersScreen(StepScreen):
     def _sync_preset(self) -> None:
         select = self.query_one("#preset", Select)
         wanted = matching_preset(self.wizard.session, self.presets) or CUSTOM
+        description = self.presets[wanted].description if wanted in self.presets else "Your own values: no preset matches them."
+        self.query_one("#preset-description", Static).update(description)
         if select.value != wanted:
             with select.prevent(Select.Changed):
                 select.value = wanted

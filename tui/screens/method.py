@@ -8,7 +8,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, RadioButton, RadioSet, Static
+from textual.widgets import DataTable, Input, Label, RadioButton, RadioSet, Select, Static
 
 from engine.wizard_state import parse_field
 from tui.screens.base import StepScreen, explain
@@ -22,8 +22,8 @@ KNOBS = (
     ("training", "per_device_train_batch_size", "Batch size"),
     ("training", "gradient_accumulation_steps", "Grad accumulation"),
     ("model", "max_seq_length", "Max sequence length"),
-    ("training", "gradient_checkpointing", "Grad checkpointing"),
 )
+CHECKPOINTING = (("unsloth (offload to RAM)", "unsloth"), ("on", "true"), ("off", "false"))
 
 
 def _shown(value: Any) -> str:
@@ -58,19 +58,44 @@ class MethodScreen(StepScreen):
         with Vertical(classes="panel form", id="knobs"):
             for section, name, label in KNOBS:
                 yield FormField(label, _shown(self._current(section, name)), f"{section}-{name}")
+            with Horizontal(classes="row"):
+                yield Label("Grad checkpointing", classes="row-label")
+                yield Select(CHECKPOINTING, value=_shown(self.wizard.session.training.gradient_checkpointing),
+                             allow_blank=False, id="checkpointing", compact=True)
 
     def _current(self, section: str, name: str) -> Any:
         return getattr(getattr(self.wizard.session, section), name)
 
     def on_mount(self) -> None:
+        self.query_one("#recommendation").display = False
         self.query_one("#methods").loading = True
         self.on_show_step()
 
     def on_show_step(self) -> None:
         for section, name, _ in KNOBS:
-            self.query_one(f"#field-{section}-{name}", FormField).set_value(_shown(self._current(section, name)))
+            value = self._current(section, name)
+            self.query_one(f"#field-{section}-{name}", FormField).set_value(
+                _shown(value), same=lambda text, s=section, n=name, v=value: parse_field(s, n, text) == v
+            )
+        self._sync_checkpointing()
         self._select_radio(self.wizard.session.method)
         self.plan()
+
+    def _sync_checkpointing(self) -> None:
+        select = self.query_one("#checkpointing", Select)
+        wanted = _shown(self.wizard.session.training.gradient_checkpointing)
+        if select.value != wanted:
+            with select.prevent(Select.Changed):
+                select.value = wanted
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id != "checkpointing":
+            return
+        value = {"true": True, "false": False}.get(str(event.value), str(event.value))
+        if value != self.wizard.session.training.gradient_checkpointing:
+            training = self.wizard.session.training.model_copy(update={"gradient_checkpointing": value})
+            self.wizard.session = self.wizard.session.model_copy(update={"training": training})
+            self.plan()
 
     def _select_radio(self, method: str) -> None:
         button = self.query_one(f"#method-{method}", RadioButton)
@@ -83,24 +108,24 @@ class MethodScreen(StepScreen):
         session = self.wizard.session
         self.plan_worker(
             session.model.name, session.lora.r, session.training.per_device_train_batch_size,
-            session.model.max_seq_length, bool(session.training.gradient_checkpointing),
+            session.model.max_seq_length, session.training.gradient_checkpointing,
             list(session.lora.target_modules), session.training.optim,
         )
 
     @work(thread=True, exclusive=True, group="plan")
-    def plan_worker(self, name: str, r: int, batch: int, seq_len: int, checkpointing: bool, modules: list, optim: str) -> None:
+    def plan_worker(self, name: str, r: int, batch: int, seq_len: int, checkpointing, modules: list, optim: str) -> None:
         try:
             from engine.memory import estimate_memory
-            from engine.recommend import recommend
 
             info = self.wizard.model_info(name)
             budget = self.wizard.budget()
+            device = "cpu" if budget.kind == "RAM" else "cuda"
             key = (name, budget.label, budget.gb, seq_len)
-            recommendation = self.wizard.cached(("recommend",) + key, lambda: recommend(info, budget.gb, seq_len=seq_len, batch_size=batch))
+            recommendation = self.wizard.cached(("recommend",) + key, lambda: _recommend(info, budget, seq_len, batch))
             usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
             estimates = {
                 method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
-                                        gradient_checkpointing=checkpointing, optim=optim)
+                                        gradient_checkpointing=checkpointing, optim=optim, device=device)
                 for method, _ in METHODS
             }
         except Exception as error:
@@ -134,6 +159,7 @@ class MethodScreen(StepScreen):
 
     def _show_recommendation(self, rec) -> None:
         box = self.query_one("#recommendation", Static)
+        box.display = rec is not None
         if rec is None:
             box.update("")
         elif not rec.method:
@@ -191,6 +217,7 @@ class MethodScreen(StepScreen):
             field = self.query_one(f"#field-{section}-{name}", FormField)
             field.show_error(None)
             field.set_value(_shown(self._current(section, name)))
+        self._sync_checkpointing()
         self._select_radio(rec.method)
         self.plan()
 
@@ -229,6 +256,14 @@ class MethodScreen(StepScreen):
         if strict and bad:
             return f"Fix {', '.join(bad)} first (the message is on the field)."
         return None
+
+
+def _recommend(info, budget, seq_len: int, batch: int):
+    try:
+        from engine.recommend import recommend
+    except ImportError:  # the planner's recommendation is optional to this screen
+        return None
+    return recommend(info, budget.gb, seq_len=seq_len, batch_size=batch)
 
 
 def _available(info) -> set[str]:

@@ -13,7 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Static, Checkbox
 
 from engine.session import save_session
-from engine.wizard_state import replay_command, run_name_for
+from engine.wizard_state import replay_command, run_name_for, session_for_file, shown_path
 from tui.screens.base import StepScreen, explain
 
 
@@ -26,7 +26,9 @@ class ReviewScreen(StepScreen):
 
     def compose_body(self) -> ComposeResult:
         session = self.wizard.session
-        default_dir = session.output.dir if session.output.dir != "runs/run" else f"runs/{run_name_for(session)}"
+        default_dir = shown_path(session.output.dir)
+        if default_dir == "runs/run":  # the schema's default: name the run after model and data
+            default_dir = f"runs/{run_name_for(session)}"
         with Horizontal(classes="row"):
             yield Label("Run folder", classes="row-label")
             yield Input(default_dir, id="output-dir", compact=True)
@@ -51,7 +53,12 @@ class ReviewScreen(StepScreen):
             f"(check first: add --dry-run)"
         )
         theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"
-        self.query_one("#session-json", Static).update(Syntax(self.wizard.session.to_json().rstrip(), "json", theme=theme, background_color="default"))
+        try:
+            shown = session_for_file(self.wizard.session, session_file).to_json()
+        except Exception as error:
+            self.say(explain(error), error=True)
+            return
+        self.query_one("#session-json", Static).update(Syntax(shown.rstrip(), "json", theme=theme, background_color="default"))
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.commit(strict=False)
@@ -88,9 +95,12 @@ class ReviewScreen(StepScreen):
             return None
         target = Path(self.query_one("#session-file", Input).value.strip() or "session.json").expanduser()
         try:
-            path = save_session(self.wizard.session, target)
+            path = save_session(session_for_file(self.wizard.session, target), target)
         except OSError as error:
             self.say(f"{target}: could not write the session file ({error.strerror or error}).", error=True)
+            return None
+        except Exception as error:
+            self.say(explain(error), error=True)
             return None
         self.wizard.autosave()
         self.say(f"Saved {path.resolve()}. Replay it with: {replay_command(path)}")

@@ -301,7 +301,9 @@ class TrainingScreen(Screen):
             return f"{self.view.memory_gb:.2f} GiB (worker)"
         return "-"
 
+    @work(thread=True, exclusive=True, group="memory")
     def poll_memory(self) -> None:
+        # NVML's init can take tens of milliseconds: never on the event loop.
         self._memory = memory_line(self.view.pid)
 
     def _worker_alive(self) -> bool:
@@ -416,15 +418,17 @@ class TrainingScreen(Screen):
 
 
 def memory_line(pid: Optional[int]) -> str:
-    """GPU memory used / total through NVML (engine.hardware) where a GPU is, else the worker's RSS."""
+    """GPU memory used / total through NVML (the planner's engine.hardware, whose
+    $LORA_TUI_HARDWARE seam also applies here) where a GPU is, else the worker's RSS."""
     try:
-        from engine.hardware import gpu_memory_used  # the planner's NVML seam
+        from engine.hardware import probe_hardware
 
-        used = gpu_memory_used()
+        gpus = probe_hardware().gpus
     except Exception:
-        used = None
-    if used:
-        return ", ".join(f"{u:.1f} / {t:.1f} GiB" for u, t in used)
+        gpus = []
+    if gpus:
+        gpu = gpus[0]  # training uses the first GPU
+        return f"{gpu.used_gb:.1f} / {gpu.total_gb:.0f} GiB {gpu.name}"
     if not pid:
         return "-"
     try:

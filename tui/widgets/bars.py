@@ -39,6 +39,7 @@ class UsageBar(Widget):
         label_width: int = 10,
         warn_at: float = 0.9,
         unit: str = "GB",
+        caption_width: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -46,6 +47,7 @@ class UsageBar(Widget):
         self.label_width = label_width
         self.warn_at = warn_at
         self.unit = unit
+        self.caption_width = caption_width  # pads captions so that bars in a column line up
         self.set_reactive(UsageBar.value, value)
         self.set_reactive(UsageBar.total, total)
         self.set_reactive(UsageBar.caption, caption)
@@ -67,7 +69,7 @@ class UsageBar(Widget):
             figures = f" {self.value:6.1f} / {self.total:.1f} {self.unit}"
         else:
             figures = f" {self.value:6.1f} {self.unit}"
-        caption = f"  {self.caption}" if self.caption else ""
+        caption = f"  {self.caption}".ljust(self.caption_width + 2) if self.caption or self.caption_width else ""
         width = max(6, self.size.width - len(label) - len(figures) - len(caption) - 1)
         text = Text()
         text.append(label, self.get_component_rich_style("usagebar--label"))

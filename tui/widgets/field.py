@@ -45,8 +45,15 @@ class FormField(Vertical):
     def value(self) -> str:
         return self.input.value
 
-    def set_value(self, text: str) -> None:
-        """Replace the text unless the person is mid-edit on an invalid value (never lose input)."""
+    def set_value(self, text: str, same: Optional[Callable[[str], bool]] = None) -> None:
+        """Replace the text unless the person is mid-edit on an invalid value (never lose input),
+        or it already means the same (`same(current_text)`: keep "1e-4" as typed, not "0.0001")."""
+        if same is not None and self.error is None:
+            try:
+                if same(self.input.value):
+                    return
+            except ValueError:
+                pass
         if self.error is None and self.input.value != text:
             with self.input.prevent(Input.Changed):
                 self.input.value = text

@@ -264,6 +264,20 @@ def _nvml_gpus() -> list[GPUInfo]:
     return gpus
 
 
+def gpu_memory_used() -> list[tuple[float, float]]:
+    """(used GiB, total GiB) for each GPU right now, for the training dashboard; [] without a GPU.
+
+    Under the $LORA_TUI_HARDWARE seam it reports the profile's figures, so screenshots of a faked
+    GPU show consistent numbers.
+    """
+    if os.environ.get(HARDWARE_ENV):
+        try:
+            return [(gpu.used_gb, gpu.total_gb) for gpu in probe_hardware().gpus]
+        except UserError:
+            return []
+    return [(gpu.used_gb, gpu.total_gb) for gpu in _nvml_gpus()]
+
+
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -336,7 +350,8 @@ def planned_hardware(
     """
     if vram_gb is not None:
         if isinstance(vram_gb, bool) or not isinstance(vram_gb, (int, float)) or not vram_gb > 0 or vram_gb != vram_gb:
-            raise UserError(f"--vram must be a positive number of GB, e.g. --vram 24, not {vram_gb!r}.")
+            shown = f"{vram_gb:g}" if isinstance(vram_gb, (int, float)) and not isinstance(vram_gb, bool) else repr(vram_gb)
+            raise UserError(f"--vram must be a positive number of GB, e.g. --vram 24, not {shown}.")
         if vram_gb > 4096:
             raise UserError(f"--vram {vram_gb:g} GB is more than any GPU has; give the memory of one GPU in GB.")
     if gpu is None and vram_gb is None:

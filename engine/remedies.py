@@ -32,6 +32,8 @@ FRESH = "fresh"
 # LoRA learns at roughly 1e-4 to 3e-4; full fine-tuning an order of magnitude lower.
 TYPICAL_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
 MAX_RANK = 256
+# The auto-retry skips a remedy the planner expects to save less than this share of peak memory.
+MIN_SAVING = 0.03
 
 
 # -- applying --------------------------------------------------------------------------------------
@@ -288,8 +290,16 @@ def oom_remedies(session: "Session | dict") -> list[Remedy]:
 
 
 def cheapest_oom_remedy(session: "Session | dict") -> Optional[Remedy]:
-    """For the headless auto-retry: the first OOM remedy, or None when nothing is left to try."""
+    """For the headless auto-retry: the cheapest OOM remedy that the planner expects to lower peak
+    memory (a retry spent on a change that saves nothing is a retry lost), or None when nothing is
+    left to try. Without estimates, simply the cheapest."""
+    session = as_session(session)
     remedies = oom_remedies(session)
+    current = estimate_peak_gb(session)
+    for remedy in remedies:
+        estimate = remedy.get("estimate_gb")
+        if current is None or estimate is None or estimate < current * (1 - MIN_SAVING):
+            return remedy
     return remedies[0] if remedies else None
 
 
@@ -297,25 +307,24 @@ def estimate_peak_gb(session: Session) -> Optional[float]:
     """The planner's peak-memory estimate for this session in GiB, or None when the planner (or the
     model's config) is not available: a remedy is still worth offering without a number."""
     try:
-        from engine.memory import estimate_memory  # the planner's module, imported lazily
-        from engine.architecture import inspect_model
-    except Exception:
+        from engine.architecture import inspect_model  # the planner's modules, imported lazily
+        from engine.memory import estimate_memory
+    except ImportError:
         return None
     try:
-        architecture = inspect_model(session.model.name)
+        info = inspect_model(session.model.name, trust_remote_code=session.model.trust_remote_code)
         estimate = estimate_memory(
-            architecture,
-            method=session.method,
+            info,
+            session.method,
             r=session.lora.r,
             target_modules=session.lora.target_modules,
             batch_size=session.training.per_device_train_batch_size,
             seq_len=session.model.max_seq_length,
-            gradient_checkpointing=bool(session.training.gradient_checkpointing),
+            gradient_checkpointing=session.training.gradient_checkpointing,
             optim=session.training.optim,
+            device="cuda",  # out-of-memory is a GPU failure
+            loss_kernel="eager" if session.backend == "peft" else "fused",
         )
-    except Exception:
+    except Exception:  # a model the planner cannot read: the remedy stands without a number
         return None
-    total = getattr(estimate, "total_gb", None)
-    if total is None and isinstance(estimate, dict):
-        total = estimate.get("total_gb")
-    return round(float(total), 2) if isinstance(total, (int, float)) else None
+    return round(float(estimate.total_gb), 2)

@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +13,6 @@ import pytest
 from engine.diagnostics import Diagnostician, least_squares, oom_finding, sign_changes
 from engine.remedies import apply_remedy
 from engine.session import Session
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_session(**training) -> Session:
@@ -187,6 +182,15 @@ def test_memorisation_is_overfitting_and_names_the_best_checkpoint():
     assert "1.730" in finding["message"] and "step 8" in finding["message"]
 
 
+def test_best_checkpoint_is_found_in_the_run_folder_without_checkpoint_events(tmp_path):
+    (tmp_path / "checkpoint-8").mkdir()
+    session = Session.model_validate({"dataset": {"path": "d.jsonl"}, "output": {"dir": str(tmp_path)},
+                                      "training": {"eval_steps": 4}})
+    events = [e for e in memorisation_events() if e["event"] != "checkpoint"]
+    finding = next(f for f in feed(Diagnostician(session), events) if f["kind"] == "overfitting")
+    assert finding["evidence"]["best_checkpoint"] == str(tmp_path / "checkpoint-8")
+
+
 def test_one_rise_in_eval_loss_is_not_yet_overfitting():
     events = [log(s, 2.0 - s * 0.01) for s in range(1, 13)]
     events += [{"event": "eval", "step": 4, "eval_loss": 2.0}, {"event": "eval", "step": 8, "eval_loss": 1.8},
@@ -257,59 +261,47 @@ def test_start_event_without_resume_forgets_the_previous_run():
 
 # -- real runs built to go wrong --------------------------------------------------------------------------
 
-def _replay(tmp_path: Path, session: dict) -> list[dict]:
-    if not (ROOT / "engine" / "worker.py").exists() and not (ROOT / "engine" / "replay.py").exists():
-        pytest.skip("the training worker (engine/replay.py) is not in this checkout yet")
-    path = tmp_path / "session.json"
-    path.write_text(json.dumps(session))
-    lora_tui = shutil.which("lora-tui", path=str(Path(sys.executable).parent)) or "lora-tui"
-    done = subprocess.run([lora_tui, "--replay", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    from engine.events import read_events
+def _train(tmp_path: Path, rows: list[dict], **overrides) -> list[dict]:
+    """Train the demo model through `lora-tui --replay`, as a person would; return the run's events."""
+    from tests.conftest import events_of, run_cli, small_session, write_session
 
-    return read_events(tmp_path / "run")
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    session = small_session(tmp_path, dataset__path=str(data), model__max_seq_length=64,
+                            training__optim="adamw_torch", **overrides)
+    done = run_cli("--replay", str(write_session(tmp_path, session)))
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    return events_of(tmp_path / "run")
 
 
 @pytest.mark.training
 def test_real_run_with_learning_rate_1e9_reports_no_decrease(tmp_path):
     rng = random.Random(7)
-    rows = [{"instruction": f"Repeat the word {w}.", "output": w}
-            for w in ("".join(rng.choice("abcdefghij") for _ in range(6)) for _ in range(40))]
-    _write_rows(tmp_path / "train.jsonl", rows)
-    events = _replay(tmp_path, {
-        "dataset": {"path": "train.jsonl", "eval_fraction": 0.0},
-        "model": {"max_seq_length": 64},
-        "training": {"learning_rate": 1e-9, "max_steps": 16, "logging_steps": 1,
-                     "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                     "warmup_ratio": 0.0, "optim": "adamw_torch"},
-        "output": {"dir": "run"},
-    })
+    rows = [{"instruction": "Repeat the word.", "output": "".join(rng.choice("abcdefghij") for _ in range(6))}
+            for _ in range(40)]
+    events = _train(tmp_path, rows, training__learning_rate=1e-9, training__max_steps=10)
     findings = [e for e in events if e["event"] == "finding"]
     assert [f["kind"] for f in findings] == ["no_decrease"], findings
-    assert findings[0]["remedies"][0]["id"] == "raise_learning_rate"
+    finding = findings[0]
+    assert finding["remedies"][0]["id"] == "raise_learning_rate"
+    assert finding["remedies"][0]["changes"] == {"training.learning_rate": 2e-4}
+    assert abs(finding["evidence"]["relative_change"]) < 0.03
 
 
 @pytest.mark.training
 def test_real_memorisation_run_reports_overfitting(tmp_path):
+    # ENVIRONMENT.md: random 24-letter strings, some held out, LoRA at lr 2e-3 memorises them
     rng = random.Random(8)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    rows = [{"instruction": "Say the code.", "output": "".join(rng.choice(letters) for _ in range(24))} for _ in range(10)]
-    _write_rows(tmp_path / "train.jsonl", rows)
-    events = _replay(tmp_path, {
-        "dataset": {"path": "train.jsonl", "eval_fraction": 0.3},
-        "model": {"max_seq_length": 64},
-        "lora": {"lora_dropout": 0.0},
-        "training": {"learning_rate": 2e-3, "max_steps": 36, "logging_steps": 2, "eval_steps": 4,
-                     "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-                     "warmup_ratio": 0.0, "optim": "adamw_torch"},
-        "output": {"dir": "run"},
-    })
+    rows = [{"instruction": "Say the code.", "output": "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(24))}
+            for _ in range(10)]
+    events = _train(tmp_path, rows, dataset__eval_fraction=0.3, lora__lora_dropout=0.0,
+                    training__learning_rate=2e-3, training__max_steps=16, training__logging_steps=2,
+                    training__eval_steps=4, training__save_steps=4, training__per_device_train_batch_size=4)
     findings = [e for e in events if e["event"] == "finding" and e["kind"] == "overfitting"]
-    assert findings, [e for e in events if e["event"] in ("eval", "finding")]
-    assert findings[0]["remedies"][0]["id"] == "stop_at_best"
-    best = findings[0]["evidence"]["best_step"]
-    assert findings[0]["remedies"][0]["changes"] == {"training.max_steps": best}
+    assert findings, [e for e in events if e["event"] in ("eval", "finding", "error")]
+    finding = findings[0]
+    best = finding["evidence"]["best_step"]
+    assert finding["remedies"][0] == {**finding["remedies"][0], "id": "stop_at_best",
+                                      "changes": {"training.max_steps": best}}
+    assert finding["evidence"]["best_checkpoint"].endswith(f"checkpoint-{best}")
+    assert finding["evidence"]["train_loss_now"] < finding["evidence"]["train_loss_at_best"]

@@ -10,6 +10,7 @@ from engine.remedies import (
     apply_remedy,
     cheapest_oom_remedy,
     clip_gradients,
+    estimate_peak_gb,
     lower_learning_rate,
     oom_remedies,
     raise_learning_rate,
@@ -91,10 +92,25 @@ def test_cheapest_oom_remedy_runs_out_instead_of_looping():
         remedy = cheapest_oom_remedy(session)
         if remedy is None:
             break
+        before = estimate_peak_gb(session)
         applied.append(remedy["id"])
+        if before is not None and remedy["estimate_gb"] is not None and len(oom_remedies(session)) > 1:
+            # with the planner's numbers, a retry is never spent on a change that saves nothing
+            assert remedy["estimate_gb"] < before
         session = apply_remedy(session, remedy)
     else:
         pytest.fail("the cheapest remedy never ran out")
-    assert applied[:4] == ["gradient_checkpointing", "halve_batch", "halve_batch", "qlora"]
+    assert applied[0] == "gradient_checkpointing"  # the cheapest, and it is not already on
+    assert set(applied) == {"gradient_checkpointing", "halve_batch", "qlora", "shorter_sequences"}
     assert session.training.per_device_train_batch_size == 1 and session.effective_batch_size == 16
     assert session.method == "qlora" and session.model.max_seq_length == 128
+
+
+def test_oom_remedies_carry_the_planners_estimate_for_the_demo_model():
+    pytest.importorskip("engine.memory")
+    session = make_session(gradient_checkpointing=False, per_device_train_batch_size=8)
+    current = estimate_peak_gb(session)
+    assert current is not None and current > 0
+    remedies = oom_remedies(session)
+    assert all(isinstance(r["estimate_gb"], float) and r["estimate_gb"] < current for r in remedies)
+    assert all(f"estimated peak {r['estimate_gb']:.1f} GiB" in r["label"] for r in remedies)

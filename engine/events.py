@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 EVENTS_FILE = "events.jsonl"
-EVENT_KINDS = ("start", "log", "eval", "checkpoint", "finding", "end", "error", "status")
+# Beyond the contract: status (loading, paused ...), model and data (what was loaded), retry and fallback.
+EVENT_KINDS = ("start", "log", "eval", "checkpoint", "finding", "end", "error", "status", "model", "data", "retry", "fallback")
 
 
 class EventWriter:

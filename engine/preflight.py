@@ -1,0 +1,105 @@
+"""`--dry-run`: check everything a run needs, train nothing, say what was found.
+
+The model resolves and its architecture is read; the target modules exist in it; the dataset
+loads, maps and renders with the model's tokenizer; the estimated peak memory fits the hardware.
+Each failed check is one sentence; the report lists the findings in the order a run meets them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.session import Session
+
+
+@dataclass
+class PreflightReport:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        text = "\n".join(self.lines)
+        if self.problems:
+            text += "\n\nProblems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        else:
+            text += "\n\nDry run OK: the session is ready to train."
+        return text
+
+
+def preflight(session: Session) -> PreflightReport:
+    report = PreflightReport()
+    out = report.lines.append
+    out(f"Session: method {session.method}, backend {session.backend}, output {session.output.dir}")
+
+    from engine.models import resolve_model
+
+    resolved = resolve_model(session.model.name)  # a model that cannot be found stops here
+    out(f"Model: {session.model.name} -> {resolved.path} ({resolved.source})")
+    info = _inspect(resolved.path, session, report)
+
+    from engine.data import prepare_dataset
+    from engine.models import load_tokenizer
+
+    tokenizer = load_tokenizer(resolved.path)
+    data = prepare_dataset(session.dataset, tokenizer, session.model.max_seq_length, seed=session.training.seed)
+    out("")
+    out(data.report.format_report())
+    if info is not None:
+        _check_memory(info, session, report)
+    return report
+
+
+def _inspect(model_path: str, session: Session, report: PreflightReport):
+    try:
+        from engine.architecture import count_trainable_params, inspect_model
+    except ImportError:
+        return None
+    info = inspect_model(model_path, trust_remote_code=session.model.trust_remote_code)
+    report.lines.append(
+        f"Architecture: {info.architecture}, {info.params:,} parameters, {info.num_layers} layers, "
+        f"context {info.context_length}"
+    )
+    if session.method != "full":
+        missing = [m for m in session.lora.target_modules if m not in info.linear_modules + ["embed_tokens", "lm_head"]]
+        if missing:
+            report.problems.append(
+                f"lora.target_modules: {', '.join(missing)} not in this model; it has {', '.join(info.linear_modules)}."
+            )
+        else:
+            trainable = count_trainable_params(info, session.lora.target_modules, session.lora.r)
+            report.lines.append(
+                f"LoRA: r {session.lora.r} on {', '.join(session.lora.target_modules)}: "
+                f"{trainable:,} trainable parameters ({100 * trainable / info.params:.2f}%)"
+            )
+    return info
+
+
+def _check_memory(info, session: Session, report: PreflightReport) -> None:
+    try:
+        from engine.hardware import probe_hardware
+        from engine.memory import estimate_memory
+    except ImportError:
+        return
+    t = session.training
+    estimate = estimate_memory(
+        info, session.method, r=session.lora.r, target_modules=session.lora.target_modules,
+        batch_size=t.per_device_train_batch_size, seq_len=session.model.max_seq_length,
+        gradient_checkpointing=bool(t.gradient_checkpointing), optim=t.optim,
+    )
+    hardware = probe_hardware()
+    if hardware.cpu_only:
+        budget, where = hardware.ram_available_gb, "available RAM (CPU only: training will be slow)"
+    else:
+        budget, where = hardware.gpus[0].total_gb, f"VRAM of {hardware.gpus[0].name}"
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in estimate.components.items())
+    report.lines.append("")
+    report.lines.append(f"Memory: estimated peak {estimate.total_gb:.2f} GiB ({parts}) against {budget:.1f} GiB {where}")
+    if estimate.total_gb > budget:
+        report.problems.append(
+            f"estimated peak memory {estimate.total_gb:.1f} GiB exceeds the {budget:.1f} GiB {where}; "
+            "try `lora-tui plan --model ...` for a setting that fits."
+        )

@@ -1,0 +1,163 @@
+"""A TrainerCallback that turns the Trainer's state into events, and honours stop and pause.
+
+It is the only code of ours inside the training loop, so it does little per step: a file check
+for STOP / PAUSE and arithmetic at each logging step. Tokens are counted by `TokenCounter`, a
+wrapper of the data collator (a sum over the attention mask of each batch).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from engine.runs import PAUSE_FILE
+
+
+class TokenCounter:
+    """Wraps a data collator and counts the real (non-padding) tokens it hands to the model."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.tokens = 0
+        self.samples = 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        mask = batch.get("attention_mask") if hasattr(batch, "get") else None
+        ids = batch["input_ids"]
+        self.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
+        self.samples += int(ids.shape[0])
+        return batch
+
+
+class InjectedOOM:
+    """Test seam for the OOM path: LORA_TUI_INJECT_OOM="step=3,min_batch=4" raises the real
+    torch.OutOfMemoryError at step 3 while per_device_train_batch_size is at least 4."""
+
+    def __init__(self, spec: str | None, batch_size: int):
+        self.step = None
+        if spec:
+            fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+            if int(fields.get("min_batch", 0)) <= batch_size:
+                self.step = int(fields.get("step", 1))
+
+    def check(self, step: int) -> None:
+        if self.step is not None and step >= self.step:
+            import torch
+
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate 2.00 GiB (injected by LORA_TUI_INJECT_OOM at step {step})"
+            )
+
+
+class ProgressCallback(TrainerCallback):
+    def __init__(self, events, stop_flag, token_counter: TokenCounter, diagnostician=None,
+                 batch_size: int = 1, resume_from: str | None = None):
+        self.events = events
+        self.stop = stop_flag
+        self.tokens = token_counter
+        self.diagnostician = diagnostician
+        self.run_dir: Path = stop_flag.run_dir
+        self.resume_from = resume_from
+        self.inject = InjectedOOM(os.environ.get("LORA_TUI_INJECT_OOM"), batch_size)
+        self._t0 = self._last_time = time.monotonic()
+        self._first_step = 0
+        self._last_tokens = self._last_samples = 0
+        self.stopped_on_request = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0 = self._last_time = time.monotonic()
+        self._first_step = state.global_step
+        self.events.emit(
+            "start", total_steps=state.max_steps, num_train_epochs=args.num_train_epochs,
+            step=state.global_step, resume_from=self.resume_from, pid=os.getpid(),
+            run_dir=str(self.run_dir),
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.inject.check(state.global_step)
+        if (self.run_dir / PAUSE_FILE).exists():
+            self._pause(state)
+        if self.stop.requested:
+            # Save a checkpoint at this step, then leave the loop: Trainer saves before it stops.
+            control.should_save = True
+            control.should_training_stop = True
+            self.stopped_on_request = True
+        return control
+
+    def _pause(self, state) -> None:
+        self.events.emit("status", state="paused", step=state.global_step)
+        paused_at = time.monotonic()
+        while (self.run_dir / PAUSE_FILE).exists() and not self.stop.requested:
+            time.sleep(0.5)
+        # A pause is not training time: keep the throughput and ETA honest.
+        self._t0 += time.monotonic() - paused_at
+        self._last_time += time.monotonic() - paused_at
+        self.events.emit("status", state="running", step=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        step = state.global_step
+        if "eval_loss" in logs:
+            event = self.events.emit("eval", step=step, epoch=_round(state.epoch), eval_loss=logs["eval_loss"])
+            self._diagnose(event)
+        if "loss" not in logs:
+            return
+        now = time.monotonic()
+        window = max(now - self._last_time, 1e-9)
+        elapsed = now - self._t0
+        done = max(step - self._first_step, 1)
+        remaining = max(state.max_steps - step, 0)
+        record = dict(
+            step=step,
+            epoch=_round(state.epoch),
+            loss=_float(logs.get("loss")),
+            learning_rate=_float(logs.get("learning_rate")),
+            grad_norm=_float(logs.get("grad_norm")),
+            tokens_per_second=round((self.tokens.tokens - self._last_tokens) / window, 1),
+            samples_per_second=round((self.tokens.samples - self._last_samples) / window, 3),
+            tokens_seen=self.tokens.tokens,
+            elapsed=round(elapsed, 1),
+            eta_seconds=round(elapsed / done * remaining, 1),
+            total_steps=state.max_steps,
+            memory_gb=_memory_gb(),
+        )
+        self._last_time, self._last_tokens, self._last_samples = now, self.tokens.tokens, self.tokens.samples
+        self._diagnose(self.events.emit("log", **record))
+
+    def on_save(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.events.emit("checkpoint", step=state.global_step, path=str(path))
+
+    def _diagnose(self, event: dict) -> None:
+        if self.diagnostician is None:
+            return
+        for finding in self.diagnostician.observe(event):
+            self.events.emit("finding", **{k: v for k, v in finding.items() if k not in ("event", "time")})
+
+
+def _float(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else str(value)  # "nan" / "inf" stay visible in JSON
+
+
+def _round(value):
+    return None if value is None else round(float(value), 4)
+
+
+def _memory_gb() -> float:
+    """Peak GPU memory allocated by torch, or the worker's resident memory on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**30, 3)

@@ -1,0 +1,76 @@
+"""Events as the readable lines the headless replay prints."""
+
+from __future__ import annotations
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _num(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def format_event(event: dict, session=None) -> str | None:
+    kind = event.get("event")
+    if kind == "status":
+        state = event.get("state")
+        if state == "loading_model":
+            return f"Loading {event.get('model')} ({event.get('backend')} backend) ..."
+        if state == "preparing_data":
+            return f"Preparing {event.get('dataset')} ..."
+        if state == "paused":
+            return f"Paused at step {event.get('step')}."
+        if state == "running":
+            return f"Resumed at step {event.get('step')}."
+        return None
+    if kind == "data":
+        stats = event.get("token_stats") or {}
+        cut = event.get("truncated_rows", 0)
+        return (
+            f"Data: {event.get('format')} format, {event.get('train_rows')} train / {event.get('eval_rows')} eval rows"
+            + (f", {event.get('skipped_rows')} skipped" if event.get("skipped_rows") else "")
+            + (f"; tokens median {stats.get('median')}, p95 {stats.get('p95')}, max {stats.get('max')}" if stats else "")
+            + (f"; {cut} rows cut at max_seq_length" if cut else "")
+        )
+    if kind == "start":
+        resumed = f", resuming from {event['resume_from'].rsplit('/', 1)[-1]}" if event.get("resume_from") else ""
+        return f"Training: {event.get('total_steps')} steps{resumed}."
+    if kind == "log":
+        return (
+            f"step {event.get('step')}/{event.get('total_steps')} | loss {_num(event.get('loss'), '.4f')}"
+            f" | lr {_num(event.get('learning_rate'), '.2e')} | {_num(event.get('tokens_per_second'), ',.0f')} tok/s"
+            f" | ETA {_duration(event.get('eta_seconds'))}"
+        )
+    if kind == "eval":
+        return f"eval at step {event.get('step')}: eval_loss {_num(event.get('eval_loss'), '.4f')}"
+    if kind == "checkpoint":
+        return f"checkpoint saved: {event.get('path')}"
+    if kind == "finding":
+        lines = [f"! {event.get('kind')}: {event.get('message')}"]
+        for number, remedy in enumerate(event.get("remedies") or [], start=1):
+            lines.append(f"    {number}. {remedy.get('label')}")
+        return "\n".join(lines)
+    if kind in ("retry", "fallback"):
+        return f"! {event.get('message')}"
+    if kind == "end":
+        if event.get("status") != "completed":
+            return None
+        where = event.get("adapter_dir") or event.get("model_dir")
+        lines = [f"Done: {event.get('step')} steps in {_duration(event.get('train_runtime'))}. Saved to {where}"]
+        if event.get("adapter_dir"):
+            lines.append(
+                "Load it with: from peft import AutoPeftModelForCausalLM; "
+                f"model = AutoPeftModelForCausalLM.from_pretrained({where!r})"
+            )
+        if event.get("merged_dir"):
+            lines.append(f"Merged model: {event['merged_dir']}")
+        return "\n".join(lines)
+    if kind == "error":
+        return f"Error: {event.get('message')}"
+    return None

@@ -1,0 +1,183 @@
+"""Headless replay: `lora-tui --replay SESSION.json [--dry-run] [--resume]`.
+
+This process supervises; it never imports torch. It checks the session, starts the training
+worker in its own process group, prints the worker's events as readable lines, forwards Ctrl+C
+as a graceful stop, falls back from Unsloth to the peft backend (`backend: "auto"`), and retries
+an out-of-memory failure with the cheapest remedy. The same code runs detached when the wizard
+starts a run (its output then goes to the run folder's replay.log).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from engine.errors import UserError
+from engine.events import EventTail, EventWriter, EVENTS_FILE
+from engine.paths import atomic_write_text
+from engine.progress_lines import format_event
+from engine.runs import SUPERVISOR_PID_FILE, STOP_FILE, last_checkpoint, remember_run, request_stop
+from engine.session import Session, load_session, save_session
+
+MAX_OOM_RETRIES = 3
+EXIT_STOPPED = 130
+
+
+def replay(session_path: str, *, dry_run: bool = False, resume: bool = False, oom_retry: bool = True,
+           out: Callable[[str], None] = print) -> int:
+    session = load_session(session_path)
+    if dry_run:
+        from engine.preflight import preflight
+
+        report = preflight(session)
+        out(report.format())
+        return 0 if report.ok else 2
+    _check_dataset(session)
+    run_dir = Path(session.output.dir)
+    _check_run_dir(run_dir, resume, session_path)
+    return Supervisor(session, run_dir, Path(session_path), out).run(resume=resume, oom_retry=oom_retry)
+
+
+def _check_dataset(session: Session) -> None:
+    """Refuse bad data before anything is written to the run folder."""
+    from engine.data import scan_dataset
+
+    d = session.dataset
+    scan_dataset(d.path, format=d.format, columns=d.columns, skip_invalid_rows=d.skip_invalid_rows)
+
+
+def _check_run_dir(run_dir: Path, resume: bool, session_path: str) -> None:
+    trained = last_checkpoint(run_dir) is not None or (run_dir / "adapter").exists() or (run_dir / "model").exists()
+    if resume and last_checkpoint(run_dir) is None:
+        raise UserError(f"{run_dir}: no checkpoint to resume from; run `lora-tui --replay {session_path}` without --resume.")
+    if trained and not resume:
+        raise UserError(
+            f"{run_dir} already holds a run; continue it with `lora-tui --replay {session_path} --resume`, "
+            "or set output.dir to a new folder."
+        )
+
+
+class Supervisor:
+    def __init__(self, session: Session, run_dir: Path, session_path: Path, out: Callable[[str], None]):
+        self.session = session
+        self.run_dir = run_dir
+        self.session_path = session_path
+        self.out = out
+        self.worker: subprocess.Popen | None = None
+        self.interrupts = 0
+
+    # -- the whole run, with fallback and retries -------------------------------------------
+    def run(self, *, resume: bool, oom_retry: bool) -> int:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_session(self.session, self.run_dir / "session.json")
+        atomic_write_text(self.run_dir / SUPERVISOR_PID_FILE, f"{os.getpid()}\n")
+        (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+        remember_run(self.run_dir)
+        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        tail = EventTail(self.run_dir / EVENTS_FILE)
+        list(tail.read_new())  # a resumed run's old events are history, not news
+        backend = "unsloth" if self.session.backend in ("auto", "unsloth") else "peft"
+        retries = 0
+        try:
+            while True:
+                code, last = self._run_worker(backend, resume, tail)
+                if code == 3 and self.session.backend == "auto" and backend == "unsloth":
+                    self._note("fallback", f"Unsloth cannot start here ({last.get('message', '')}); falling back to the peft backend.",
+                               backend="peft")
+                    backend = "peft"
+                    continue
+                if code == 4 and oom_retry and retries < MAX_OOM_RETRIES and not self.interrupts:
+                    retry = self._apply_oom_remedy()
+                    if retry is not None:
+                        retries += 1
+                        resume = retry == "resume" and last_checkpoint(self.run_dir) is not None
+                        continue
+                return self._finish(code, last)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            (self.run_dir / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
+
+    def _apply_oom_remedy(self) -> str | None:
+        try:
+            from engine.remedies import apply_remedy, cheapest_oom_remedy
+        except ImportError:
+            return None
+        remedy = cheapest_oom_remedy(self.session)
+        if remedy is None:
+            return None
+        self.session = apply_remedy(self.session, remedy)
+        save_session(self.session, self.run_dir / "session.json")
+        restart = remedy.get("restart", "fresh")
+        self._note("retry", f"Out of memory: retrying with {remedy['label']} ({'resuming' if restart == 'resume' else 'restarting'}).",
+                   remedy=remedy, reason="oom")
+        return restart
+
+    def _note(self, event: str, message: str, **fields) -> None:
+        writer = EventWriter(self.run_dir)
+        writer.emit(event, message=message, **fields)
+        writer.close()
+
+    # -- one worker process -------------------------------------------------------------------
+    def _run_worker(self, backend: str, resume: bool, tail: EventTail) -> tuple[int, dict]:
+        command = [sys.executable, "-m", "engine.worker", str(self.run_dir), "--backend", backend]
+        if resume:
+            command.append("--resume")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        project_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
+        with open(self.run_dir / "worker.log", "ab") as log:
+            self.worker = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl+C in the terminal reaches us, and we decide
+                env=env,
+            )
+        last: dict = {}
+        while True:
+            code = self.worker.poll()
+            for event in tail.read_new():
+                last = event if event.get("event") in ("end", "error") else last
+                line = format_event(event, self.session)
+                if line:
+                    self.out(line)
+            if code is not None:
+                return code, last
+            time.sleep(0.25)
+
+    def _on_interrupt(self, signum, frame) -> None:
+        self.interrupts += 1
+        if self.worker is None or self.worker.poll() is not None:
+            raise KeyboardInterrupt
+        if self.interrupts == 1:
+            request_stop(self.run_dir)
+            self.worker.send_signal(signal.SIGINT)
+            self.out("Stopping after the current step and saving a checkpoint (Ctrl+C again to stop at once) ...")
+        else:
+            os.killpg(self.worker.pid, signal.SIGKILL)
+            self.out("Stopped at once; the last saved checkpoint is kept.")
+
+    def _finish(self, code: int, last: dict) -> int:
+        resume_hint = f"lora-tui --replay {self.session_path} --resume"
+        if last.get("event") == "end" and last.get("status") == "completed":
+            return 0
+        if last.get("event") == "end" and last.get("status") == "stopped":
+            self.out(f"Stopped at step {last.get('step')}. Resume with: {resume_hint}")
+            return EXIT_STOPPED
+        if code == -signal.SIGKILL or (code != 0 and not last):
+            checkpoint = last_checkpoint(self.run_dir)
+            where = f"; resume from {checkpoint.name} with: {resume_hint}" if checkpoint else ""
+            raise _RunFailed(f"The training worker ended unexpectedly (exit {code}){where}; see {self.run_dir / 'worker.log'}.")
+        message = last.get("message", f"the training worker exited with code {code}")
+        if last.get("kind") == "oom":
+            message += f"; see the finding in {self.run_dir / EVENTS_FILE} for remedies"
+        raise _RunFailed(message, exit_code=2 if code == 2 else 1)
+
+
+class _RunFailed(UserError):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

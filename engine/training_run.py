@@ -1,0 +1,126 @@
+"""One training run inside the worker process: load, prepare, train, save.
+
+The backend module (already imported by the worker, Unsloth first) loads the model; the rest is
+TRL's SFTTrainer configured from the session, plus our progress callback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from engine.errors import UserError
+from engine.runs import last_checkpoint
+from engine.session import load_session
+
+ADAPTER_DIR = "adapter"
+FULL_MODEL_DIR = "model"
+
+
+class TrainingRun:
+    def __init__(self, run_dir: Path, backend, events, stop, resume: bool = False):
+        self.run_dir = Path(run_dir)
+        self.backend = backend
+        self.events = events
+        self.stop = stop
+        self.resume = resume
+
+    def run(self) -> None:
+        session = load_session(self.run_dir / "session.json")
+        resume_from = None
+        if self.resume:
+            resume_from = last_checkpoint(self.run_dir)
+            if resume_from is None:
+                raise UserError(f"{self.run_dir}: no checkpoint to resume from; run without --resume to start afresh.")
+
+        self.events.emit("status", state="loading_model", backend=self.backend.NAME, model=session.model.name)
+        from engine.models import resolve_model
+
+        model_path = resolve_model(session.model.name).path
+        model, tokenizer = self.backend.load(session, model_path)
+        self.events.emit("model", **_model_facts(model, session))
+
+        self.events.emit("status", state="preparing_data", dataset=session.dataset.path)
+        from engine.data import prepare_dataset
+
+        data = prepare_dataset(session.dataset, tokenizer, session.model.max_seq_length, seed=session.training.seed)
+        report = data.report.to_dict()
+        report.pop("examples", None)  # the dashboard reads rendered examples from the dry run, not here
+        self.events.emit("data", **report)
+
+        trainer, progress = self._build_trainer(session, model, tokenizer, data, resume_from)
+        started = time.monotonic()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        step = trainer.state.global_step
+
+        if progress.stopped_on_request:
+            checkpoint = last_checkpoint(self.run_dir)
+            self.events.emit("end", status="stopped", step=step, checkpoint=str(checkpoint) if checkpoint else None)
+            return
+        saved = self._save(session, model, tokenizer)
+        self.events.emit(
+            "end", status="completed", step=step, total_steps=trainer.state.max_steps,
+            train_runtime=round(time.monotonic() - started, 1), **saved,
+        )
+
+    def _build_trainer(self, session, model, tokenizer, data, resume_from):
+        import torch
+        from trl import SFTConfig, SFTTrainer
+
+        from engine.progress_callback import ProgressCallback, TokenCounter
+        from engine.training_args import sft_config_kwargs
+
+        on_gpu = torch.cuda.is_available()
+        kwargs = sft_config_kwargs(
+            session, self.run_dir, has_eval=data.eval is not None and len(data.eval) > 0,
+            on_gpu=on_gpu, bf16_ok=on_gpu and torch.cuda.is_bf16_supported(),
+        )
+        kwargs.update(self.backend.trainer_overrides(session))
+        # The dataset arrives tokenized with a completion_mask; TRL turns it into labels.
+        kwargs["completion_only_loss"] = session.dataset.completion_only_loss
+        config = SFTConfig(**kwargs)
+        try:
+            from engine.diagnostics import Diagnostician
+
+            diagnostician = Diagnostician(session)
+        except ImportError:
+            diagnostician = None
+        trainer = SFTTrainer(
+            model=model, args=config, train_dataset=data.train,
+            eval_dataset=data.eval if kwargs["eval_strategy"] != "no" else None,
+            processing_class=tokenizer,
+        )
+        counter = TokenCounter(trainer.data_collator)
+        trainer.data_collator = counter
+        progress = ProgressCallback(
+            self.events, self.stop, counter, diagnostician,
+            batch_size=session.training.per_device_train_batch_size,
+            resume_from=str(resume_from) if resume_from else None,
+        )
+        trainer.add_callback(progress)
+        return trainer, progress
+
+    def _save(self, session, model, tokenizer) -> dict:
+        """The adapter (PEFT format) or, for full fine-tuning, the whole model."""
+        target = self.run_dir / (FULL_MODEL_DIR if session.method == "full" else ADAPTER_DIR)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(str(partial))
+        tokenizer.save_pretrained(str(partial))
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        key = "model_dir" if session.method == "full" else "adapter_dir"
+        return {key: str(target)}
+
+
+def _model_facts(model, session) -> dict:
+    """What was actually loaded: parameter counts as PEFT counts them, and 4-bit layers."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if hasattr(model, "get_nb_trainable_parameters"):
+        trainable, total = model.get_nb_trainable_parameters()
+    quantized = sum(1 for m in model.modules() if type(m).__name__ in ("Linear4bit", "Params4bit"))
+    dtype = next((str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()), None)
+    return dict(trainable_params=int(trainable), total_params=int(total), load_in_4bit=session.load_in_4bit,
+                quantized_modules=quantized, dtype=dtype, method=session.method)

@@ -1,0 +1,140 @@
+"""The training process: `python -m engine.worker RUN_DIR --backend unsloth|peft [--resume]`.
+
+Runs in its own process (and process group), never in the UI: Unsloth must be imported first
+and patches the whole process; a crash or an out-of-memory error must not take the UI down. It
+reads RUN_DIR/session.json, trains, and writes events.jsonl; its own stdout and stderr (library
+banners, warnings, tracebacks) go to RUN_DIR/worker.log, kept out of the person's terminal.
+
+Exit codes: 0 done or stopped on request, 2 bad input, 3 backend unavailable, 4 out of memory,
+1 any other failure. The error event carries the one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from engine.runs import STOP_FILE
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BACKEND_UNAVAILABLE, EXIT_OOM = 0, 1, 2, 3, 4
+
+
+class StopFlag:
+    """Set by SIGINT / SIGTERM or a STOP file; checked by the training callback after each step."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.signalled = False
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.signalled = True
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signalled or (self.run_dir / STOP_FILE).exists()
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="python -m engine.worker")
+    parser.add_argument("run_dir")
+    parser.add_argument("--backend", choices=["unsloth", "peft"], required=True)
+    parser.add_argument("--resume", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    run_dir = Path(args.run_dir).resolve()
+    # Keep Unsloth's compile cache out of the person's working directory.
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(run_dir / ".unsloth_compiled_cache"))
+    from engine.events import EventWriter
+
+    events = EventWriter(run_dir)
+    stop = StopFlag(run_dir)
+    stop.install()
+    try:
+        backend = _import_backend(args.backend)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "this backend cannot start here"
+        traceback.print_exc()
+        events.emit("error", kind="backend_unavailable", backend=args.backend,
+                    message=f"The {args.backend} backend cannot start here: {_one_line(exc)}")
+        return EXIT_BACKEND_UNAVAILABLE
+
+    from engine.errors import UserError
+
+    try:
+        from engine.training_run import TrainingRun
+
+        TrainingRun(run_dir, backend, events, stop, resume=args.resume).run()
+        return EXIT_OK
+    except UserError as exc:
+        events.emit("error", kind="input", message=str(exc))
+        return EXIT_BAD_INPUT
+    except BaseException as exc:  # noqa: BLE001 - the worker reports every failure as an event
+        if _is_oom(exc):
+            traceback.print_exc()
+            _report_oom(run_dir, events, exc)
+            return EXIT_OOM
+        if isinstance(exc, (SystemExit,)) and exc.code in (0, None):
+            return EXIT_OK
+        traceback.print_exc()
+        events.emit("error", kind="crash", message=f"Training failed: {_one_line(exc)} (details in {run_dir / 'worker.log'})")
+        return EXIT_FAILED
+    finally:
+        events.close()
+
+
+def _import_backend(name: str):
+    if name == "unsloth":
+        # Unsloth must come before transformers / TRL; the first import below is it.
+        from engine.backends import unsloth_backend  # noqa: F401
+    from engine.backends import load_backend
+
+    return load_backend(name)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return "out of memory" in str(exc).lower() and isinstance(exc, RuntimeError)
+
+
+def _report_oom(run_dir: Path, events, exc: BaseException) -> None:
+    from engine.events import read_events
+    from engine.session import load_session
+
+    step = max((e.get("step", 0) for e in read_events(run_dir) if e.get("event") == "log"), default=0)
+    session = load_session(run_dir / "session.json")
+    try:
+        from engine.diagnostics import oom_finding
+
+        finding = oom_finding(session, step, _one_line(exc))
+        if finding:
+            events.emit("finding", **{k: v for k, v in finding.items() if k not in ("event", "time")})
+    except ImportError:
+        pass
+    events.emit("error", kind="oom", step=step, message=f"Out of memory at step {step}: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from textual.widgets import Static
+from textual.worker import WorkerCancelled, WorkerFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = ROOT / "data" / "demo" / "extract_contacts.jsonl"
@@ -19,7 +20,11 @@ async def settle(pilot, rounds: int = 60) -> None:
     app = pilot.app
     quiet = 0
     for _ in range(rounds):
-        await app.workers.wait_for_complete()
+        for worker in list(app.workers):
+            try:
+                await worker.wait()
+            except (WorkerCancelled, WorkerFailed):
+                pass  # an exclusive worker replaced by a newer one; failures show on screen
         await pilot.pause(0.15)
         if any(not w.is_finished for w in app.workers):
             quiet = 0

@@ -11,6 +11,7 @@ import logging
 import traceback
 from typing import TYPE_CHECKING, Optional
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -76,7 +77,7 @@ class StepScreen(Screen):
     def say(self, message: str = "", error: bool = False) -> None:
         """The step's status line, just above the footer."""
         line = self.query_one("#step-message", Static)
-        line.update(message)
+        line.update(Text(message))  # plain text: a message may hold brackets ("[Errno 2]")
         line.set_class(not message, "-empty")
         line.set_class(error, "-error")
 

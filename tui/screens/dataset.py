@@ -8,6 +8,7 @@ from typing import Any, Optional
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select, Static, Checkbox
@@ -213,7 +214,7 @@ class DatasetScreen(StepScreen):
         skipped = f", {scan.skipped_rows} invalid rows skipped" if scan.skipped_rows else ""
         self.query_one("#scan-summary", Static).update(
             f"[b]{scan.num_rows:,}[/b] rows ({scan.source}{skipped}); format [b]{scan.format}[/b] ({origin}); "
-            f"columns: {', '.join(scan.column_names)}"
+            f"columns: {escape(', '.join(scan.column_names))}"
         )
         self._show_roles(scan)
         self.commit(strict=False)

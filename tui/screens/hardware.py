@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, Select, Static
 
@@ -83,7 +85,7 @@ class HardwareScreen(StepScreen):
         devices = self.query_one("#devices")
         devices.loading = False
         devices.remove_children()
-        devices.mount(Static(message, classes="error"))
+        devices.mount(Static(Text(message), classes="error"))
 
     def _show_profile(self, profile) -> None:
         devices = self.query_one("#devices")
@@ -96,7 +98,7 @@ class HardwareScreen(StepScreen):
                 facts = [f"compute {capability}" if capability else "",
                          "bf16" if gpu.bf16 else "no bf16 (fp16 instead)",
                          f"driver {gpu.driver}" if gpu.driver else ""]
-                widgets.append(Static(f"[b]GPU {index}[/b]  {gpu.name}   [dim]{'  ·  '.join(f for f in facts if f)}[/dim]"))
+                widgets.append(Static(f"[b]GPU {index}[/b]  {escape(gpu.name)}   [dim]{'  ·  '.join(f for f in facts if f)}[/dim]"))
                 widgets.append(UsageBar("VRAM used", gpu.used_gb, gpu.total_gb, f"{gpu.free_gb:.1f} GB free", label_width=10, caption_width=18))
         else:
             widgets.append(Static(
@@ -160,9 +162,9 @@ class HardwareScreen(StepScreen):
         try:
             budget = self.wizard.budget()
         except Exception as error:
-            text = f"[red]{explain(error)}[/red]"
+            text = f"[red]{escape(explain(error))}[/red]"
         else:
             size = f"{budget.gb:.1f} GB" if budget.gb else "unknown size"
             where = "planned, not this machine" if budget.planned else "this machine"
-            text = f"Estimates will be measured against: [b]{budget.label}[/b], {size} of {budget.kind} ({where})."
+            text = f"Estimates will be measured against: [b]{escape(budget.label)}[/b], {size} of {budget.kind} ({where})."
         self.app.call_from_thread(self.query_one("#plan-summary", Static).update, text)

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from textual import work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, RadioButton, RadioSet, Select, Static
@@ -52,7 +53,7 @@ class MethodScreen(StepScreen):
                     yield RadioButton(label, value=self.wizard.session.method == method, id=f"method-{method}", compact=True)
             with Vertical(id="method-bars"):
                 for method, label in METHODS:
-                    yield UsageBar("", None, None, id=f"bar-{method}", label_width=0)
+                    yield UsageBar("", None, None, id=f"bar-{method}", label_width=0, caption_width=13)
         yield Static("", id="recommendation", classes="panel recommendation")
         yield DataTable(id="parts", classes="-hidden", cursor_type="none", zebra_stripes=True)
         with Vertical(classes="panel form", id="knobs"):
@@ -108,12 +109,12 @@ class MethodScreen(StepScreen):
         session = self.wizard.session
         self.plan_worker(
             session.model.name, session.lora.r, session.training.per_device_train_batch_size,
-            session.model.max_seq_length, session.training.gradient_checkpointing,
+            session.training.gradient_accumulation_steps, session.model.max_seq_length, session.training.gradient_checkpointing,
             list(session.lora.target_modules), session.training.optim,
         )
 
     @work(thread=True, exclusive=True, group="plan")
-    def plan_worker(self, name: str, r: int, batch: int, seq_len: int, checkpointing, modules: list, optim: str) -> None:
+    def plan_worker(self, name: str, r: int, batch: int, accumulation: int, seq_len: int, checkpointing, modules: list, optim: str) -> None:
         try:
             from engine.memory import estimate_memory
 
@@ -121,7 +122,7 @@ class MethodScreen(StepScreen):
             budget = self.wizard.budget()
             device = "cpu" if budget.kind == "RAM" else "cuda"
             key = (name, budget.label, budget.gb, seq_len)
-            recommendation = self.wizard.cached(("recommend",) + key, lambda: _recommend(info, budget, seq_len, batch))
+            recommendation = self.wizard.cached(("recommend",) + key, lambda: _recommend(info, budget, seq_len, batch, accumulation))
             usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
             estimates = {
                 method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
@@ -142,7 +143,7 @@ class MethodScreen(StepScreen):
         self._recommendation, self._estimates = recommendation, estimates
         planned = " (planned)" if budget.planned else ""
         size = f"{budget.gb:.1f} GB" if budget.gb else "unknown"
-        self.query_one("#budget", Static).update(f"Budget: [b]{budget.label}[/b]{planned}, {size} of {budget.kind}.")
+        self.query_one("#budget", Static).update(f"Budget: [b]{escape(budget.label)}[/b]{planned}, {size} of {budget.kind}.")
         for method, _ in METHODS:
             estimate = estimates[method]
             fits = budget.gb is not None and estimate.total_gb <= budget.gb
@@ -163,13 +164,14 @@ class MethodScreen(StepScreen):
         if rec is None:
             box.update("")
         elif not rec.method:
-            box.update(f"[b red]Nothing fits.[/b red] {rec.reason}")
+            box.update(f"[b red]Nothing fits.[/b red] {escape(rec.reason)}")
         else:
             label = dict(METHODS)[rec.method]
             checkpointing = "on" if rec.gradient_checkpointing else "off"
+            adapter = f", r {rec.r}, alpha {rec.lora_alpha}" if rec.r else ""
             box.update(
-                f"[b]Recommended:[/b] {label}, r {rec.r}, alpha {rec.lora_alpha}, batch {rec.per_device_train_batch_size} × "
-                f"{rec.gradient_accumulation_steps} accumulation, gradient checkpointing {checkpointing}.\n[dim]{rec.reason}[/dim]"
+                f"[b]Recommended:[/b] {label}{adapter}, batch {rec.per_device_train_batch_size} × "
+                f"{rec.gradient_accumulation_steps} accumulation, gradient checkpointing {checkpointing}.\n[dim]{escape(rec.reason)}[/dim]"
             )
 
     def _fill_parts(self, estimates: dict) -> None:
@@ -196,7 +198,8 @@ class MethodScreen(StepScreen):
             return
         session = self.wizard.session.to_dict()
         session["method"] = rec.method
-        session["lora"].update(r=rec.r, lora_alpha=rec.lora_alpha)
+        if rec.r:  # None for full fine-tuning: no adapter
+            session["lora"].update(r=rec.r, lora_alpha=rec.lora_alpha or 2 * rec.r)
         if rec.target_modules:
             session["lora"]["target_modules"] = list(rec.target_modules)
         session["training"].update(
@@ -258,12 +261,12 @@ class MethodScreen(StepScreen):
         return None
 
 
-def _recommend(info, budget, seq_len: int, batch: int):
-    try:
-        from engine.recommend import recommend
-    except ImportError:  # the planner's recommendation is optional to this screen
-        return None
-    return recommend(info, budget.gb, seq_len=seq_len, batch_size=batch)
+def _recommend(info, budget, seq_len: int, batch: int, accumulation: int):
+    from engine.recommend import recommend
+
+    if budget.kind == "RAM":
+        return recommend(info, None, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation, ram_gb=budget.gb)
+    return recommend(info, budget.gb, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation)
 
 
 def _available(info) -> set[str]:

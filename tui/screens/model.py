@@ -6,6 +6,7 @@ from typing import Optional
 
 from textual import work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, OptionList, Static
@@ -74,7 +75,7 @@ class ModelScreen(StepScreen):
             options.add_option(Option(f"{DEMO_MODEL}  [dim](demo, 135M; fetched once from PyPI)[/dim]", id=DEMO_MODEL))
         for model in found:
             kind = {"hf-cache": "HF cache", "gguf": ".gguf", "converted": "demo, cached"}.get(model.kind, model.kind)
-            options.add_option(Option(f"{model.name}  [dim]({kind}, {model.size_gb:g} GB)[/dim]", id=model.name))
+            options.add_option(Option(f"{escape(model.name)}  [dim]({kind}, {model.size_gb:g} GB)[/dim]", id=model.name))
         if problem:
             self.say(problem, error=True)
 
@@ -118,7 +119,7 @@ class ModelScreen(StepScreen):
     def _show_error(self, name: str, message: str) -> None:
         self.query_one("#info-panel").loading = False
         self._advance_when_ready = False
-        self.query_one("#model-info", Static).update(f"[b]{name}[/b]\n\n[red]{message}[/red]")
+        self.query_one("#model-info", Static).update(f"[b]{escape(name)}[/b]\n\n[red]{escape(message)}[/red]")
         self.say(message, error=True)
 
     def _show_info(self, name: str, info) -> None:
@@ -127,7 +128,7 @@ class ModelScreen(StepScreen):
             return  # the person has typed something else meanwhile
         modules = ", ".join(info.linear_modules)
         self.query_one("#model-info", Static).update(
-            f"[b]{name}[/b]\n"
+            f"[b]{escape(name)}[/b]\n"
             f"Parameters      {info.params:,} ({human_count(info.params)})\n"
             f"Architecture    {info.architecture}\n"
             f"Layers          {info.num_layers}   hidden {info.hidden_size}\n"

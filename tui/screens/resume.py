@@ -6,6 +6,7 @@ from typing import Optional
 
 from textual import work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -50,7 +51,7 @@ class ResumeScreen(ModalScreen[Optional[str]]):
             return
         if runs:
             lines = ["Runs that can be watched or resumed (review step, or lora-tui --replay … --resume):"]
-            lines += [f"  {r.run_dir}  [b]{r.status}[/b] at step {r.step}" for r in runs]
+            lines += [f"  {escape(str(r.run_dir))}  [b]{r.status}[/b] at step {r.step}" for r in runs]
             self.app.call_from_thread(self.query_one("#resume-runs", Static).update, "\n".join(lines))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

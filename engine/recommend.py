@@ -41,6 +41,9 @@ class Recommendation:
     budget_gb: float | None = None
     # Rank 64 (the higher-capacity preset) would fit with the same batch and checkpointing.
     higher_capacity_fits: bool = False
+    # "unsloth" when the plan fits only with Unsloth's kernels (offloaded checkpoints, fused loss);
+    # None when it fits either backend.
+    backend: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -88,16 +91,20 @@ def _candidates(batch_size: int, effective: int):
         batch = max(1, batch // 2)
 
 
-def _estimate(info, method, batch, seq_len, checkpointing, device, r=DEFAULT_R) -> MemoryEstimate:
+def _estimate(info, method, batch, seq_len, checkpointing, device, r=DEFAULT_R, kernels="peft") -> MemoryEstimate:
+    unsloth = kernels == "unsloth"
     return estimate_memory(
         info, method, r=r, target_modules=None, batch_size=batch, seq_len=seq_len,
-        gradient_checkpointing=checkpointing, optim=OPTIM, device=device,
+        gradient_checkpointing="unsloth" if (unsloth and checkpointing) else checkpointing, optim=OPTIM,
+        device=device, loss_kernel="fused" if unsloth else "eager",
     )
 
 
-def _first_fit(info, method, seq_len, batch_size, effective, budget, device):
+def _first_fit(info, method, seq_len, batch_size, effective, budget, device, kernels="peft"):
     for batch, accumulation, checkpointing in _candidates(batch_size, effective):
-        estimate = _estimate(info, method, batch, seq_len, checkpointing, device)
+        if kernels == "unsloth" and not checkpointing:
+            continue  # the lean kernels are the last resort: with checkpointing only
+        estimate = _estimate(info, method, batch, seq_len, checkpointing, device, kernels=kernels)
         if estimate.total_gb <= budget:
             return batch, accumulation, checkpointing, estimate
     return None
@@ -112,6 +119,26 @@ def _recommend_gpu(info: ModelInfo, vram_gb: float, seq_len: int, batch_size: in
         batch, accumulation, checkpointing, estimate = fit
         rec = _build(info, method, batch, accumulation, checkpointing, estimate, "cuda", budget)
         rec.reason = _gpu_reason(info, rec, vram_gb, seq_len, batch_size, effective)
+        return rec
+    # Nothing fits the plain transformers + PEFT path: Unsloth's kernels may still make it fit.
+    for method in ("lora", "qlora"):
+        fit = _first_fit(info, method, seq_len, batch_size, effective, budget, "cuda", kernels="unsloth")
+        if fit is None:
+            continue
+        batch, accumulation, checkpointing, estimate = fit
+        rec = _build(info, method, batch, accumulation, checkpointing, estimate, "cuda", budget)
+        rec.backend = "unsloth"
+        rec.higher_capacity_fits = False
+        plain = _estimate(info, method, batch, seq_len, True, "cuda")
+        names = {"lora": "LoRA", "qlora": "QLoRA (4-bit base)"}
+        batch_note = ""
+        if batch != batch_size:
+            batch_note = f"; batch {batch} x {accumulation} accumulation keeps the effective batch of {effective}"
+        rec.reason = (
+            f"{names[method]} fits only with Unsloth's kernels (checkpoints offloaded to RAM, fused loss): "
+            f"about {estimate.total_gb:.1f} of {_size(vram_gb)} GB, against {plain.total_gb:.1f} GB on the peft "
+            f"backend{batch_note}; rank {rec.r}."
+        )
         return rec
     return _nothing_fits(info, vram_gb, budget, seq_len, batch_size, effective)
 
@@ -167,11 +194,11 @@ def _size(gb: float) -> str:
 
 
 def _nothing_fits(info, vram_gb, budget, seq_len, batch_size, effective) -> Recommendation:
-    leanest = _estimate(info, "qlora", 1, seq_len, True, "cuda")
+    leanest = _estimate(info, "qlora", 1, seq_len, True, "cuda", kernels="unsloth")
     suggestions = []
     shorter = seq_len // 2
     while shorter >= 128:
-        if _estimate(info, "qlora", 1, shorter, True, "cuda").total_gb <= budget:
+        if _estimate(info, "qlora", 1, shorter, True, "cuda", kernels="unsloth").total_gb <= budget:
             suggestions.append(f"max_seq_length {shorter}")
             break
         shorter //= 2
@@ -183,7 +210,7 @@ def _nothing_fits(info, vram_gb, budget, seq_len, batch_size, effective) -> Reco
         if scale > 0.05:
             suggestions.append(f"a model under about {info.params * scale / 1e9:.1f}B parameters")
     reason = (
-        f"Nothing fits in {_size(vram_gb)} GB: even QLoRA at batch 1 with gradient checkpointing needs about "
+        f"Nothing fits in {_size(vram_gb)} GB: even QLoRA at batch 1 with Unsloth's offloaded checkpointing needs about "
         f"{leanest.total_gb:.1f} GB; " + ", or ".join(suggestions) + " would fit."
     )
     return Recommendation(

@@ -77,6 +77,9 @@ def test_cpu_overhead_has_no_cuda_context():
     gpu = estimate_memory(smol, "lora")
     cpu = estimate_memory(smol, "lora", device="cpu")
     assert cpu.device == "cpu" and gpu.components["overhead"] != cpu.components["overhead"]
+    # Unsloth loads fp32 on a CPU: weights and activations take twice the bytes.
+    assert cpu.components["weights"] == pytest.approx(smol.params * 4 / GIB, abs=0.001)
+    assert cpu.components["activations"] == pytest.approx(2 * gpu.components["activations"], rel=0.01)
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,9 @@ def test_llama_8b_across_gpu_sizes(vram, method, checkpointing):
     assert rec.method == method
     if method is None:
         assert "Nothing fits in 8 GB" in rec.reason
-        assert "would fit" in rec.reason and "GPU with at least" in rec.reason
+        assert "max_seq_length 256" in rec.reason and "GPU with at least" in rec.reason and "would fit" in rec.reason
         return
+    assert rec.backend is None  # fits the plain transformers + PEFT path too
     assert rec.gradient_checkpointing is checkpointing
     assert rec.estimate.total_gb <= vram * HEADROOM
     assert rec.reason.endswith(".") and "\n" not in rec.reason
@@ -115,3 +116,10 @@ def test_to_dict_is_json_ready():
 
     data = recommend(info("qwen2.5-7b"), 24).to_dict()
     assert json.loads(json.dumps(data))["method"] in ("lora", "qlora")
+
+
+def test_fits_only_with_unsloth_kernels_says_so():
+    rec = recommend(info("llama-3.1-70b"), 48)
+    assert rec.method == "qlora" and rec.backend == "unsloth" and rec.gradient_checkpointing
+    assert rec.estimate.components["logits"] < 1 and rec.estimate.total_gb <= 48 * HEADROOM
+    assert "only with Unsloth's kernels" in rec.reason and "peft backend" in rec.reason

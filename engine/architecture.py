@@ -20,6 +20,8 @@ _VALUE_NAMES = ("v_proj", "value", "v", "wv")
 _FUSED_QKV_NAMES = ("qkv_proj", "c_attn", "query_key_value", "W_pack", "Wqkv", "qkv")
 _ATTENTION_HINTS = ("attn", "attention")
 _MLP_HINTS = ("mlp", "feed_forward", "ffn", "experts")
+# Towers of multimodal models: LoRA for text fine-tuning stays in the language model.
+_NON_TEXT_HINTS = ("vision", "visual", "image", "audio", "multi_modal_projector", "mm_projector")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class ModelInfo:
     embedding_params: int = 0
     torch_dtype: str | None = None
     source: str = ""
+    # Mixture of experts: experts per layer and experts each token runs through (0 and 1 when dense).
+    num_experts: int = 0
+    experts_per_token: int = 1
 
     @property
     def params_billions(self) -> float:
@@ -284,7 +289,9 @@ def _describe(model, config, *, name: str, architecture: str, model_type: str, s
     heads = int(_attr(text, "num_attention_heads", "n_head", default=1) or 1)
     kv_heads = int(_attr(text, "num_key_value_heads", "num_kv_heads", default=heads) or heads)
     head_dim = int(_attr(text, "head_dim", default=0) or (hidden // heads if heads else 0))
-    intermediate = _attr(text, "intermediate_size", "n_inner", "ffn_dim", default=None) or 4 * hidden
+    intermediate = _attr(text, "moe_intermediate_size", "intermediate_size", "n_inner", "ffn_dim", default=None) or 4 * hidden
+    num_experts = int(_attr(text, "num_local_experts", "num_experts", "n_routed_experts", default=0) or 0)
+    experts_per_token = int(_attr(text, "num_experts_per_tok", "moe_topk", default=1) or 1) if num_experts else 1
     dtype = getattr(config, "dtype", None)
     return ModelInfo(
         name=name,
@@ -307,6 +314,8 @@ def _describe(model, config, *, name: str, architecture: str, model_type: str, s
         embedding_params=int(embedding_params),
         torch_dtype=str(dtype).replace("torch.", "") if dtype is not None else None,
         source=source,
+        num_experts=num_experts,
+        experts_per_token=experts_per_token,
     )
 
 
@@ -343,6 +352,8 @@ def _collect_modules(model, input_embeddings, output_embeddings, num_experts) ->
         if not path:
             continue
         leaf = path.rsplit(".", 1)[-1]
+        if any(hint in part for part in path.lower().split(".") for hint in _NON_TEXT_HINTS):
+            continue
         if module is output_embeddings:
             kind, group = "linear", "output"
             shape = _linear_shape(module)

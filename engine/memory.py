@@ -186,7 +186,7 @@ def activation_bytes_per_token_layer(info: ModelInfo) -> float:
     h = info.hidden_size
     q = info.num_attention_heads * info.head_dim or h
     kv = info.num_key_value_heads * info.head_dim or h
-    i = info.intermediate_size
+    i = info.intermediate_size * info.experts_per_token  # a token runs through top-k experts
     return ACTIVATION_FACTOR * HALF * (4 * h + 3 * q + 3 * kv + 4 * i)
 
 

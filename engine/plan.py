@@ -69,6 +69,12 @@ def build_plan(
     notes = list(rec.notes)
     if info.context_length and seq_len > info.context_length:
         notes.append(f"--seq-len {seq_len} is longer than the model's context length of {info.context_length:,} tokens.")
+    if info.num_experts:
+        notes.append(
+            f"Mixture of experts ({info.num_experts} experts, {info.experts_per_token} a token): the experts are "
+            "fused parameters, not nn.Linear, so LoRA targets the attention projections and the estimate keeps "
+            "the experts in 16 bit for QLoRA."
+        )
     if not profile.cpu_only and not profile.gpus[0].bf16:
         notes.append(f"{profile.gpus[0].name} has no bfloat16: training runs in float16 (same memory, less stable).")
     return {

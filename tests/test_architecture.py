@@ -165,3 +165,12 @@ def test_hub_id_not_cached_and_offline_says_so(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="cannot be reached|not in the local"):
         inspect_model("nobody-here/no-such-model-xyz")
+
+
+def test_mixture_of_experts_counts_and_leaves_the_router_alone():
+    info = inspect_model(str(CONFIGS / "mixtral-8x7b"))
+    assert info.params == 46_702_792_704
+    assert info.num_experts == 8 and info.experts_per_token == 2
+    assert "gate" not in info.presets["recommended"]  # the router: LoRA there destabilises routing
+    assert info.presets["recommended"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert count_trainable_params(info, None, 16) == _peft_count("mixtral-8x7b", info.presets["recommended"], 16)

@@ -184,9 +184,9 @@ def prepare_dataset(cfg, tokenizer, max_seq_length: int, seed: int = 42) -> Prep
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
-    lengths = tokenized["num_tokens"]
-    keep_flags = tokenized["has_target"]
-    lengths_list = list(lengths)
+    # Read the two helper columns straight from Arrow: iterating a Dataset formats row by row.
+    lengths_list = tokenized.data.column("num_tokens").to_pylist()
+    keep_flags = tokenized.data.column("has_target").to_pylist()
     kept = [i for i, ok in enumerate(keep_flags) if ok]
     dropped = len(lengths_list) - len(kept)
     if not kept:
@@ -194,10 +194,13 @@ def prepare_dataset(cfg, tokenizer, max_seq_length: int, seed: int = 42) -> Prep
             f"{cfg.path}: every row's trained part lies beyond max_seq_length {max_seq_length}; "
             "raise model.max_seq_length or shorten the prompts."
         )
-    tokenized = tokenized.select_columns(["input_ids", "completion_mask"])
+    tokenized = tokenized.select_columns(["input_ids", "completion_mask"], new_fingerprint=fingerprint + "-cols")
     train_idx, eval_idx = _split_indices(len(kept), cfg.eval_fraction, seed)
-    train = tokenized.select([kept[i] for i in train_idx]) if dropped or eval_idx else tokenized
-    evaluation = tokenized.select([kept[i] for i in eval_idx]) if eval_idx else None
+    # Fixed fingerprints again: select() would otherwise hash the whole index list.
+    train = tokenized
+    if dropped or eval_idx:
+        train = tokenized.select([kept[i] for i in train_idx], new_fingerprint=fingerprint + "-train")
+    evaluation = tokenized.select([kept[i] for i in eval_idx], new_fingerprint=fingerprint + "-eval") if eval_idx else None
 
     examples = [RenderedExample(list(zip(texts[i], flags[i]))) for i in range(min(NUM_EXAMPLES, len(texts)))]
     report = DataReport(

@@ -67,9 +67,15 @@ class Supervisor:
         self.session = session
         self.run_dir = run_dir
         self.session_path = session_path
-        self.out = out
+        self._print = out
         self.worker: subprocess.Popen | None = None
         self.interrupts = 0
+
+    def out(self, line: str) -> None:
+        try:
+            self._print(line)
+        except OSError:  # the terminal went away (SSH dropped): keep supervising without it
+            pass
 
     # -- the whole run, with fallback and retries -------------------------------------------
     def run(self, *, resume: bool, oom_retry: bool) -> int:
@@ -79,6 +85,11 @@ class Supervisor:
         (self.run_dir / STOP_FILE).unlink(missing_ok=True)
         remember_run(self.run_dir)
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        # `kill` (SIGTERM) stops as gracefully as Ctrl+C; a closed terminal (SIGHUP) does not stop
+        # training: the run keeps going and `lora-tui` re-attaches to it.
+        signal.signal(signal.SIGTERM, self._on_interrupt)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
         tail = EventTail(self.run_dir / EVENTS_FILE)
         list(tail.read_new())  # a resumed run's old events are history, not news
         backend = "unsloth" if self.session.backend in ("auto", "unsloth") else "peft"

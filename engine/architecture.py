@@ -98,11 +98,19 @@ def load_config(model: str) -> tuple[dict, str, Path | None]:
     if path.exists():
         if path.is_dir():
             config_path = path / "config.json"
+            if not config_path.is_file() and any(path.glob("*.gguf")):
+                try:
+                    return _config_from_models_module(str(path)), str(path), None  # converted once, cached
+                except _NoResolver:
+                    pass
             if not config_path.is_file():
                 raise ModelError(f"The folder {path} has no config.json; a model folder holds the config.json of a Hugging Face model.")
             return _read_config_file(config_path), str(config_path), path
         if path.suffix == ".gguf":
-            return _config_from_models_module(model), str(path), None
+            try:
+                return _config_from_models_module(model), str(path), None
+            except _NoResolver:
+                raise ModelError(f"{path} is a GGUF file and this installation cannot convert GGUF files.") from None
         return _read_config_file(path), str(path), path.parent
     if _looks_like_path(model):
         raise ModelError(f"No such model file or folder: {model}.")

@@ -85,7 +85,10 @@ def save_draft(draft: WizardDraft) -> Path:
     draft.saved_at = time.time()
     # Relative paths mean "from where the wizard runs"; the draft lives elsewhere, so it keeps them
     # absolute (a relative path in a session file would be read against the state folder).
-    path = save_session(draft.session.resolved(Path.cwd()), last_session_path())
+    session = draft.session.resolved(Path.cwd())
+    if not draft.session.dataset.path:  # no dataset chosen yet stays "none", not the working folder
+        session = session.model_copy(update={"dataset": session.dataset.model_copy(update={"path": ""})})
+    path = save_session(session, last_session_path())
     position = {
         "step": draft.step,
         "plan_gpu": draft.plan_gpu,
@@ -103,7 +106,7 @@ def load_draft() -> Optional[WizardDraft]:
     if not path.is_file():
         return None
     try:
-        session = load_session(path)
+        session = load_session(path, resolve_paths=False)  # saved absolute; "" stays "no dataset yet"
     except SessionError:
         return None  # an older schema or a damaged file: start fresh rather than fail at start-up
     position: dict[str, Any] = {}

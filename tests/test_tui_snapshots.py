@@ -55,7 +55,7 @@ def test_cpu_only_hardware(snap_compare, monkeypatch):
 def test_method_parts_shown(snap_compare):
     async def run_before(pilot) -> None:
         await wizard_at("method")(pilot)
-        await pilot.press("ctrl+d")
+        await pilot.press("ctrl+g")
         await pilot.pause()
 
     assert snap_compare(demo_app(), terminal_size=WIDE, run_before=run_before)

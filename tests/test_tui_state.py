@@ -102,6 +102,13 @@ def test_draft_round_trip_is_a_replayable_session(state_dir):
     assert load_draft() is None
 
 
+def test_a_draft_without_dataset_keeps_it_empty(state_dir):
+    save_draft(WizardDraft(new_session(), step="model"))
+    draft = load_draft()
+    assert draft.session.dataset.path == ""
+    assert draft.describe().startswith("HuggingFaceTB/SmolLM2-135M-Instruct, at Model")
+
+
 def test_a_damaged_draft_is_ignored_not_fatal(state_dir):
     state_dir.mkdir(parents=True)
     (state_dir / "last_session.json").write_text("{not json")

@@ -42,7 +42,7 @@ def test_walk_the_whole_wizard_and_save_the_session(tmp_path, monkeypatch):
             assert app.current_step == "method"
             text = screen_text(app)
             assert "24.0 GB" in text and "LoRA" in text and "QLoRA" in text
-            await pilot.press("ctrl+d")  # the parts of each estimate, on demand
+            await pilot.press("ctrl+g")  # the parts of each estimate, on demand
             await pilot.pause()
             assert app.screen.query_one("#parts").display
 

@@ -64,6 +64,9 @@ class LoraTuiApp(App[int]):
         self.autosave_enabled = autosave
         self._cache: dict[tuple, Any] = {}
         self._cache_lock = threading.Lock()
+        # transformers' lazy module is not safe to import from two threads at once ("cannot import
+        # name AutoTokenizer"): workers that may import torch / transformers take turns.
+        self.heavy_lock = threading.RLock()
         self.current_step: Optional[str] = None
 
     # -- the session in progress ---------------------------------------------------------------
@@ -202,9 +205,10 @@ class LoraTuiApp(App[int]):
 
     def model_info(self, name: str):
         def inspect():
-            from engine.architecture import inspect_model
+            with self.heavy_lock:
+                from engine.architecture import inspect_model
 
-            return inspect_model(name)
+                return inspect_model(name)
 
         return self.cached(("model", name), inspect)
 

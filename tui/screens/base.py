@@ -63,6 +63,10 @@ class StepScreen(Screen):
     def compose_body(self) -> ComposeResult:
         yield from ()
 
+    def on_resize(self, event) -> None:
+        # No media queries in Textual CSS: a class lets the stylesheet stack columns on 80 columns.
+        self.set_class(self.size.width < 100, "-narrow")
+
     def on_screen_resume(self) -> None:
         self.on_show_step()
 

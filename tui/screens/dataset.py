@@ -36,6 +36,7 @@ def _format_roles() -> dict[str, tuple[str, ...]]:
 
 class DatasetScreen(StepScreen):
     STEP = "dataset"
+    AUTO_FOCUS = "#dataset-path"
     HELP = "A JSON, JSONL, CSV or Parquet file, a `datasets` folder or a hub id. The format is detected; change any column it picked."
     BINDINGS = [
         Binding("ctrl+o", "browse", "Browse", id="dataset.browse"),
@@ -49,6 +50,8 @@ class DatasetScreen(StepScreen):
         self._report = None
         self._scanned_key: Optional[tuple] = None
         self._previewed_key: Optional[tuple] = None
+        self._pending_scan: Optional[tuple] = None
+        self._pending_preview: Optional[tuple] = None
 
     def compose_body(self) -> ComposeResult:
         section = self.wizard.session.dataset
@@ -70,7 +73,7 @@ class DatasetScreen(StepScreen):
             with Vertical(classes="mapping-col"):
                 with Horizontal(classes="row"):
                     yield Label("Template", classes="row-label")
-                    yield Select([("Alpaca (### Instruction)", "alpaca"), ("model's chat template", "chat")],
+                    yield Select([("Alpaca", "alpaca"), ("chat template", "chat")],
                                  value=section.template, allow_blank=False, id="template", compact=True)
                 with Horizontal(classes="row"):
                     yield Label("Eval fraction", classes="row-label")
@@ -80,6 +83,7 @@ class DatasetScreen(StepScreen):
         yield Static("", id="preview", classes="panel preview")
 
     def on_mount(self) -> None:
+        self.query_one("#preview").display = False
         self._show_roles(None)
         if self.query_one("#dataset-path", Input).value.strip():
             self.scan()
@@ -185,6 +189,7 @@ class DatasetScreen(StepScreen):
             return
         self.query_one("#scan-summary", Static).update(f"Reading {path} …")
         self.query_one("#mapping").loading = True
+        self._pending_scan = key
         self.scan_worker(key, path, fmt, columns, self.wizard.session.dataset.skip_invalid_rows)
 
     @work(thread=True, exclusive=True, group="scan")
@@ -202,12 +207,17 @@ class DatasetScreen(StepScreen):
         self.app.call_from_thread(self._scanned, key, result)
 
     def _scan_failed(self, key: tuple, message: str) -> None:
+        if key != self._pending_scan:
+            return  # a newer scan is on its way (thread workers cannot be interrupted)
         self.query_one("#mapping").loading = False
         self._scan, self._scan_error, self._scanned_key = None, message, key
         self.query_one("#scan-summary", Static).update(Text(message, style="bold red"))
         self.query_one("#preview", Static).update("")
+        self.query_one("#preview").display = False
 
     def _scanned(self, key: tuple, scan) -> None:
+        if key != self._pending_scan:
+            return
         self.query_one("#mapping").loading = False
         self._scan, self._scan_error, self._scanned_key = scan, None, key
         origin = {"detected": "detected", "given": "as chosen", "from dataset.columns": "from the columns"}.get(scan.format_origin, scan.format_origin)
@@ -253,7 +263,9 @@ class DatasetScreen(StepScreen):
         if key == self._previewed_key:
             return
         session = self.wizard.session
+        self.query_one("#preview").display = True
         self.query_one("#preview").loading = True
+        self._pending_preview = key
         self.preview_worker(key, session.dataset, session.model.name, session.model.max_seq_length)
 
     @work(thread=True, exclusive=True, group="preview")
@@ -262,19 +274,24 @@ class DatasetScreen(StepScreen):
             from engine.data import prepare_dataset
             from engine.models import load_tokenizer
 
-            tokenizer = load_tokenizer(model_name)
-            prepared = prepare_dataset(section, tokenizer, max_seq_length)
+            with self.wizard.heavy_lock:
+                tokenizer = load_tokenizer(model_name)
+                prepared = prepare_dataset(section, tokenizer, max_seq_length)
         except Exception as error:
             self.app.call_from_thread(self._preview_failed, key, explain(error))
             return
         self.app.call_from_thread(self._show_preview, key, prepared.report)
 
     def _preview_failed(self, key: tuple, message: str) -> None:
+        if key != self._pending_preview:
+            return
         self.query_one("#preview").loading = False
         self._previewed_key, self._report = key, None
         self.query_one("#preview", Static).update(Text(message, style="bold red"))
 
     def _show_preview(self, key: tuple, report) -> None:
+        if key != self._pending_preview:
+            return
         self.query_one("#preview").loading = False
         self._previewed_key, self._report = key, report
         stats = report.token_stats

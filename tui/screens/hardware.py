@@ -27,6 +27,7 @@ def _entry(item: Any, *names: str) -> Any:
 
 class HardwareScreen(StepScreen):
     STEP = "hardware"
+    AUTO_FOCUS = "#plan-gpu"
     HELP = "What this machine has, or the GPU you plan to rent or buy: every estimate after this is measured against it."
 
     def compose_body(self) -> ComposeResult:

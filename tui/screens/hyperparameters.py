@@ -70,6 +70,7 @@ def _shown(value: Any) -> str:
 
 class HyperparametersScreen(StepScreen):
     STEP = "hyperparameters"
+    AUTO_FOCUS = "#preset"
     HELP = "Start from a preset, then change any field; a value the trainer would refuse is marked on the field."
 
     def __init__(self) -> None:

@@ -33,9 +33,10 @@ def _shown(value: Any) -> str:
 
 class MethodScreen(StepScreen):
     STEP = "method"
+    AUTO_FOCUS = "#method"
     HELP = "Estimated peak memory of each method on this model; the recommendation is preselected. Change rank, batch or sequence length and the estimate follows."
     BINDINGS = [
-        Binding("ctrl+d", "toggle_parts", "Parts", id="method.parts"),
+        Binding("ctrl+g", "toggle_parts", "Parts", id="method.parts"),
         Binding("ctrl+r", "apply_recommendation", "Recommended", id="method.recommend"),
     ]
 
@@ -43,7 +44,7 @@ class MethodScreen(StepScreen):
         super().__init__()
         self._recommendation = None
         self._estimates: dict[str, Any] = {}
-        self._context_key: Optional[tuple] = None
+        self._plan_serial = 0
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="budget", classes="muted")
@@ -80,6 +81,7 @@ class MethodScreen(StepScreen):
             )
         self._sync_checkpointing()
         self._select_radio(self.wizard.session.method)
+        self._adapter_fields()
         self.plan()
 
     def _sync_checkpointing(self) -> None:
@@ -107,14 +109,16 @@ class MethodScreen(StepScreen):
     # -- the plan: recommendation once per model and budget, estimates on every change -------
     def plan(self) -> None:
         session = self.wizard.session
+        self._plan_serial += 1
         self.plan_worker(
+            self._plan_serial,
             session.model.name, session.lora.r, session.training.per_device_train_batch_size,
             session.training.gradient_accumulation_steps, session.model.max_seq_length, session.training.gradient_checkpointing,
             list(session.lora.target_modules), session.training.optim,
         )
 
     @work(thread=True, exclusive=True, group="plan")
-    def plan_worker(self, name: str, r: int, batch: int, accumulation: int, seq_len: int, checkpointing, modules: list, optim: str) -> None:
+    def plan_worker(self, serial: int, name: str, r: int, batch: int, accumulation: int, seq_len: int, checkpointing, modules: list, optim: str) -> None:
         try:
             from engine.memory import estimate_memory
 
@@ -130,15 +134,19 @@ class MethodScreen(StepScreen):
                 for method, _ in METHODS
             }
         except Exception as error:
-            self.app.call_from_thread(self._show_error, explain(error))
+            self.app.call_from_thread(self._show_error, serial, explain(error))
             return
-        self.app.call_from_thread(self._show_plan, key, budget, recommendation, estimates)
+        self.app.call_from_thread(self._show_plan, serial, key, budget, recommendation, estimates)
 
-    def _show_error(self, message: str) -> None:
+    def _show_error(self, serial: int, message: str) -> None:
+        if serial != self._plan_serial:
+            return  # an older plan, overtaken by a newer one
         self.query_one("#methods").loading = False
         self.say(message, error=True)
 
-    def _show_plan(self, key: tuple, budget, recommendation, estimates: dict) -> None:
+    def _show_plan(self, serial: int, key: tuple, budget, recommendation, estimates: dict) -> None:
+        if serial != self._plan_serial:
+            return
         self.query_one("#methods").loading = False
         self._recommendation, self._estimates = recommendation, estimates
         planned = " (planned)" if budget.planned else ""
@@ -222,12 +230,18 @@ class MethodScreen(StepScreen):
             field.set_value(_shown(self._current(section, name)))
         self._sync_checkpointing()
         self._select_radio(rec.method)
+        self._adapter_fields()
         self.plan()
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         method = (event.pressed.id or "").removeprefix("method-")
         if method and method != self.wizard.session.method:
             self.wizard.session = self.wizard.session.model_copy(update={"method": method})
+        self._adapter_fields()
+
+    def _adapter_fields(self) -> None:
+        """Full fine-tuning has no adapter: its rank is not asked for."""
+        self.query_one("#field-lora-r", FormField).disabled = self.wizard.session.method == "full"
 
     def on_input_changed(self, event: Input.Changed) -> None:
         field = next((f for f in self.query(FormField) if f.input is event.input), None)

@@ -25,6 +25,7 @@ def human_count(n: int) -> str:
 
 class ModelScreen(StepScreen):
     STEP = "model"
+    AUTO_FOCUS = "#model-name"
     HELP = "Type a Hugging Face id (owner/name), a model folder or a .gguf file, or pick one already on this machine."
     BINDINGS = [Binding("ctrl+r", "inspect", "Inspect", id="model.inspect")]
 

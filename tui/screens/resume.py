@@ -10,7 +10,7 @@ from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 from engine.wizard_state import WizardDraft
 
@@ -36,6 +36,7 @@ class ResumeScreen(ModalScreen[Optional[str]]):
             with Horizontal(id="resume-buttons"):
                 yield Button("Continue (c)", id="continue", variant="primary", compact=True)
                 yield Button("Start fresh (n)", id="fresh", compact=True)
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#continue", Button).focus()

@@ -20,6 +20,7 @@ from tui.screens.base import StepScreen, explain
 
 class ReviewScreen(StepScreen):
     STEP = "review"
+    AUTO_FOCUS = "#output-dir"
     HELP = "Everything the wizard decided, as the session file that reproduces it. Save it, or start training."
     BINDINGS = [
         Binding("ctrl+t", "train", "Train", id="review.train", priority=True),
@@ -27,6 +28,7 @@ class ReviewScreen(StepScreen):
 
     def compose_body(self) -> ComposeResult:
         session = self.wizard.session
+        yield Static("", id="summary", classes="panel")
         default_dir = shown_path(session.output.dir)
         if default_dir == "runs/run":  # the schema's default: name the run after model and data
             default_dir = f"runs/{run_name_for(session)}"
@@ -47,7 +49,20 @@ class ReviewScreen(StepScreen):
         self.commit(strict=False)
         self._render_session()
 
+    def _summary(self) -> str:
+        s = self.wizard.session
+        t = s.training
+        method = {"full": "Full fine-tune", "lora": "LoRA", "qlora": "QLoRA (4-bit)"}[s.method]
+        adapter = f", r {s.lora.r}, alpha {s.lora.lora_alpha} on {len(s.lora.target_modules)} modules" if s.method != "full" else ""
+        length = f"{t.max_steps} steps" if t.max_steps > 0 else f"{t.num_train_epochs:g} epoch(s)"
+        data = Path(s.dataset.path).name if s.dataset.path else "no dataset yet"
+        return (f"[b]{method}[/b]{adapter} · batch {t.per_device_train_batch_size} × {t.gradient_accumulation_steps} "
+                f"· lr {t.learning_rate:g} · {length} · max_seq_length {s.model.max_seq_length} · backend {s.backend}\n"
+                f"[b]Model[/b] {escape(s.model.name)}   [b]Data[/b] {escape(data)} ({s.dataset.template} template, "
+                f"eval {s.dataset.eval_fraction:.0%})")
+
     def _render_session(self) -> None:
+        self.query_one("#summary", Static).update(self._summary())
         session_file = self.query_one("#session-file", Input).value.strip() or "session.json"
         self.query_one("#replay", Static).update(
             f"Headless, same engine, same events:  [b]{escape(replay_command(session_file))}[/b]   "

@@ -17,6 +17,7 @@ PRESETS = (("minimal", "1"), ("recommended", "2"), ("maximum", "3"))
 
 class TargetModulesScreen(StepScreen):
     STEP = "target_modules"
+    AUTO_FOCUS = "#modules"
     HELP = "Linear modules found in the model's own architecture. Space toggles one; 1 / 2 / 3 pick the minimal, recommended or maximum preset."
     BINDINGS = [Binding(key, f"preset('{name}')", name.capitalize(), id=f"modules.{name}") for name, key in PRESETS]
 
@@ -26,9 +27,9 @@ class TargetModulesScreen(StepScreen):
         self._shown_for: Optional[str] = None
 
     def compose_body(self) -> ComposeResult:
-        yield Static("", id="presets-line", classes="muted")
+        yield Static("", id="trainable", classes="trainable")
         yield SelectionList[str](id="modules", compact=True)
-        yield Static("", id="trainable", classes="panel trainable")
+        yield Static("", id="presets-line", classes="muted")
 
     def on_mount(self) -> None:
         self.query_one("#modules").loading = True

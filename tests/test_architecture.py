@@ -174,3 +174,12 @@ def test_mixture_of_experts_counts_and_leaves_the_router_alone():
     assert "gate" not in info.presets["recommended"]  # the router: LoRA there destabilises routing
     assert info.presets["recommended"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     assert count_trainable_params(info, None, 16) == _peft_count("mixtral-8x7b", info.presets["recommended"], 16)
+
+
+def test_demo_hub_id_resolves_without_a_hub(demo_model_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    info = inspect_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert info.architecture == "LlamaForCausalLM" and info.params == 134_515_008
+    assert count_trainable_params(info, None, 16) == 4_884_480
+    folder = inspect_model(demo_model_path)  # the resolved folder itself
+    assert folder.params == info.params and folder.linear_modules == info.linear_modules

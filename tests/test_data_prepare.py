@@ -222,3 +222,32 @@ def test_format_report_shows_what_a_person_needs(tok):
                      "tokens/row: min", "Example 1", "### Response:", "▶cold" + tok.eos_token + "◀"):
         assert expected in text, expected
     assert data.report.to_dict()["examples"][0]["text"] == data.report.examples[0].text
+
+
+def sentencepiece_style_tokenizer():
+    """A real tokenizer of the Llama-2 / Mistral kind: a space before every text, BOS added on encode."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [(DATA / "alpaca.jsonl").read_text()] * 5
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_tokenizer_that_prefixes_a_space_is_tokenized_whole_with_bos():
+    from engine.data.prepare import _segmentwise_is_lossless
+
+    sp = sentencepiece_style_tokenizer()
+    assert not _segmentwise_is_lossless(sp)  # "cold" alone would become "▁cold"
+    data = prepare(sp, "alpaca.jsonl")
+    example = data.report.examples[1]
+    assert example.text.startswith("<s>Below is an instruction that describes a task. Write")
+    assert example.trained_text == "Red.</s>"
+    row = data.train[1]
+    assert row["input_ids"][0] == sp.bos_token_id
+    assert row["input_ids"] == sp(example.text[len("<s>"):])["input_ids"]  # exactly the tokenizer's own encoding
+    assert sp.decode([t for t, m in zip(row["input_ids"], row["completion_mask"]) if m]) == "Red.</s>"

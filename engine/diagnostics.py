@@ -24,6 +24,13 @@ from engine.session import Session
 
 # no_decrease: the fitted loss must fall by at least this fraction of its mean across the window...
 FLAT_RELATIVE_CHANGE = 0.03
+# ...or, for a noisy loss, fall by less than this and by less than DECREASE_T_STAT standard errors
+# of the fitted change (no evidence of a decrease: small batches make the loss jump from batch to
+# batch, and a fit over a few noisy points can show a drop that is not there).
+NOISY_FLAT_CHANGE = 0.10
+# ...and the verdict must hold at this many consecutive logs.
+FLAT_CONFIRMATIONS = 3
+DECREASE_T_STAT = 2.0
 # ...over at least this many logged points (fewer is noise, not evidence).
 MIN_WINDOW_POINTS = 8
 MAX_WINDOW_POINTS = 20
@@ -98,6 +105,7 @@ class _State:
     checkpoints: dict[int, str] = field(default_factory=dict)
     running_min: float = math.inf
     above_min_streak: int = 0
+    flat_streak: int = 0
     reported: dict[str, dict] = field(default_factory=dict)  # kind -> evidence last reported
 
 
@@ -236,7 +244,17 @@ class Diagnostician:
             return None
         relative_change = slope * (steps[-1] - steps[0]) / mean_loss
         start_loss = sum(log["loss"] for log in logs[:4]) / len(logs[:4])
-        if relative_change <= -FLAT_RELATIVE_CHANGE or mean_loss < STILL_NEAR_START * start_loss:
+        sxx = sum((x - sum(steps) / len(steps)) ** 2 for x in steps)
+        change_stderr = spread / math.sqrt(sxx) * (steps[-1] - steps[0]) / mean_loss if sxx else math.inf
+        clear_fall = relative_change <= -FLAT_RELATIVE_CHANGE and (
+            relative_change <= -NOISY_FLAT_CHANGE or -relative_change >= DECREASE_T_STAT * change_stderr
+        )
+        if clear_fall or mean_loss < STILL_NEAR_START * start_loss:
+            self.state.flat_streak = 0
+            return None
+        # One flat window among noisy logs happens by chance: the verdict must hold for a few logs.
+        self.state.flat_streak += 1
+        if self.state.flat_streak < FLAT_CONFIRMATIONS:
             return None
 
         s = self.session
@@ -270,12 +288,14 @@ class Diagnostician:
         remedies = [candidates[name] for name in order]  # the evidence decides which, and in what order
         message = (
             f"Loss is not decreasing: over steps {step_a}-{step_b} ({len(window)} logs) the fitted trend changes "
-            f"it by {relative_change:+.1%} (mean {mean_loss:.3f}; it started at {start_loss:.3f}). Likely cause: {why}."
+            f"it by {relative_change:+.1%} \u00b1 {change_stderr:.1%} (mean {mean_loss:.3f}; it started at "
+            f"{start_loss:.3f}). Likely cause: {why}."
         )
         evidence = {
             "from_step": step_a, "to_step": step_b, "points": len(window),
             "relative_change": _g(relative_change, 3), "mean_loss": _g(mean_loss), "start_loss": _g(start_loss),
-            "slope_per_step": _g(slope, 3), "noise": _g(noise, 3), "zigzag": _g(zigzag, 3),
+            "slope_per_step": _g(slope, 3), "change_stderr": _g(change_stderr, 3),
+            "noise": _g(noise, 3), "zigzag": _g(zigzag, 3),
             "learning_rate": lr, "applied_learning_rate": None if applied_lr is None else _g(applied_lr, 3),
             "outliers_dropped": outliers,
         }

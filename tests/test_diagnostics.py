@@ -86,7 +86,9 @@ def test_tiny_learning_rate_gives_no_decrease_with_raise_lr_first():
     assert remedy_ids(finding)[0] == "raise_learning_rate"
     assert finding["remedies"][0]["changes"] == {"training.learning_rate": 2e-4}
     assert "1e-9" in finding["message"] and "2e-4" in finding["message"]
-    assert finding["evidence"]["points"] >= 8 and abs(finding["evidence"]["relative_change"]) < 0.03
+    ev = finding["evidence"]
+    # no evidence of a fall: the fitted change is within two standard errors of zero
+    assert ev["points"] >= 8 and abs(ev["relative_change"]) < 2 * ev["change_stderr"]
     check = next(r for r in finding["remedies"] if r["id"] == "check_data")
     assert check["example"].startswith("### Instruction:")
     # the remedy really changes the session
@@ -114,6 +116,13 @@ def test_smooth_flat_loss_at_a_normal_rate_suggests_rank_first():
     assert remedy_ids(findings[0])[:2] == ["raise_rank", "raise_learning_rate"]
     rank = findings[0]["remedies"][0]
     assert rank["changes"] == {"lora.r": 32, "lora.lora_alpha": 64} and rank["restart"] == "fresh"
+
+
+def test_a_noisy_but_clearly_falling_loss_is_not_flat():
+    # batch-to-batch noise of 10%, but a fall of a third across the window: learning
+    rng = random.Random(9)
+    losses = [3.0 * (1 - 0.02 * step) * (1 + rng.gauss(0, 0.1)) for step in range(1, 21)]
+    assert feed(Diagnostician(make_session()), [log(s, l) for s, l in enumerate(losses, start=1)]) == []
 
 
 def test_no_decrease_needs_a_window_not_one_comparison():
@@ -279,13 +288,15 @@ def test_real_run_with_learning_rate_1e9_reports_no_decrease(tmp_path):
     rng = random.Random(7)
     rows = [{"instruction": "Repeat the word.", "output": "".join(rng.choice("abcdefghij") for _ in range(6))}
             for _ in range(40)]
-    events = _train(tmp_path, rows, training__learning_rate=1e-9, training__max_steps=10)
+    events = _train(tmp_path, rows, training__learning_rate=1e-9, training__max_steps=14,
+                    training__per_device_train_batch_size=8)  # less batch-to-batch noise
     findings = [e for e in events if e["event"] == "finding"]
     assert [f["kind"] for f in findings] == ["no_decrease"], findings
     finding = findings[0]
     assert finding["remedies"][0]["id"] == "raise_learning_rate"
     assert finding["remedies"][0]["changes"] == {"training.learning_rate": 2e-4}
-    assert abs(finding["evidence"]["relative_change"]) < 0.03
+    ev = finding["evidence"]
+    assert ev["relative_change"] > -2 * ev["change_stderr"] and ev["applied_learning_rate"] < 1e-8
 
 
 @pytest.mark.training

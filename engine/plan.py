@@ -143,7 +143,9 @@ def format_plan(plan: dict) -> str:
         + (f", context {model['context_length']:,}" if model.get("context_length") else ""),
         f"Hardware  {hardware['summary']}",
         f"Settings  batch {settings['per_device_train_batch_size']} x {settings['seq_len']} tokens, "
-        f"gradient checkpointing, {settings['optim']}, LoRA r {settings['r']} on the recommended modules",
+        f"gradient checkpointing, {settings['optim']}"
+        + (" (torch AdamW on a CPU)" if hardware["device"] == "cpu" else "")
+        + f", LoRA r {settings['r']} on the recommended modules",
         "",
     ]
     where = "RAM" if hardware["device"] == "cpu" else "GPU memory"
@@ -159,7 +161,8 @@ def format_plan(plan: dict) -> str:
     lines.append(f"{label:<22}" + "".join(f"{'yes' if estimates[m]['fits'] else 'no':>18}" for m in METHODS))
     if budget is not None:
         share = int(round(100 * (HEADROOM if hardware["device"] != "cpu" else RAM_HEADROOM)))
-        lines.append(f"({share}% of the {where}, leaving room for allocator spikes)")
+        room = "the system and the data pipeline" if hardware["device"] == "cpu" else "allocator spikes"
+        lines.append(f"({share}% of the {where}, leaving room for {room})")
     lines.append("")
 
     modules = plan["target_modules"]

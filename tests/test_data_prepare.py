@@ -152,6 +152,7 @@ def test_every_source_prepares(tok, name):
     data = prepare(tok, name)
     assert data.report.train_rows == len(data.train) >= 2
     assert data.train.column_names == ["input_ids", "completion_mask"]
+    assert data.train.cache_files == []  # in memory: nothing on disk a later run could pick up
     for row in data.train:
         assert 1 in row["completion_mask"] and 0 in row["completion_mask"]
 

@@ -140,3 +140,24 @@ def test_hub_id_without_network_fails_in_one_sentence(monkeypatch):
     message = str(err.value)
     assert "cannot load hub dataset 'nobody-xyz/no-such-dataset'" in message
     assert "\n" not in message
+
+
+def test_importing_engine_data_stays_light():
+    # The wizard imports engine.data at start-up; datasets, pyarrow and transformers load on first use.
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.data; heavy = [m for m in ('datasets', 'pyarrow', 'transformers', 'torch') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=DATA.parent.parent, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_hub_ids_are_told_apart_from_paths(tmp_path):
+    from engine.data.load import hub_id_of
+
+    assert hub_id_of("hf://datasets/tatsu-lab/alpaca") == "tatsu-lab/alpaca"
+    assert hub_id_of("tatsu-lab/alpaca") == "tatsu-lab/alpaca"
+    assert hub_id_of(str(DATA / "alpaca.jsonl")) is None
+    assert hub_id_of("data/train.jsonl") is None  # a missing file is reported as missing, not looked up on the hub

@@ -56,7 +56,8 @@ def hub_id_of(path: str) -> Optional[str]:
     for prefix in HUB_PREFIXES:
         if path.startswith(prefix):
             return path[len(prefix):].strip("/")
-    if _HUB_ID.match(path) and not Path(path).expanduser().exists():
+    # owner/name with no data-file suffix that is not on disk: a missing "data/train.jsonl" stays a path.
+    if _HUB_ID.match(path) and Path(path).suffix.lower() not in KNOWN_SUFFIXES and not Path(path).expanduser().exists():
         return path
     return None
 

@@ -68,6 +68,7 @@ class ProgressCallback(TrainerCallback):
         self._first_step = 0
         self._last_tokens = self._last_samples = 0
         self.stopped_on_request = False
+        self.step_in_progress = 0  # the step an out-of-memory error interrupts
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -79,8 +80,11 @@ class ProgressCallback(TrainerCallback):
             run_dir=str(self.run_dir),
         )
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_in_progress = state.global_step + 1
+        self.inject.check(self.step_in_progress)
+
     def on_step_end(self, args, state, control, **kwargs):
-        self.inject.check(state.global_step)
         if (self.run_dir / PAUSE_FILE).exists():
             self._pause(state)
         if self.stop.requested:

@@ -178,10 +178,13 @@ class Supervisor:
         if last.get("event") == "end" and last.get("status") == "stopped":
             self.out(f"Stopped at step {last.get('step')}. Resume with: {resume_hint}")
             return EXIT_STOPPED
-        if code == -signal.SIGKILL or (code != 0 and not last):
+        if code != 0 and not last:
             checkpoint = last_checkpoint(self.run_dir)
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
             where = f"; resume from {checkpoint.name} with: {resume_hint}" if checkpoint else ""
-            raise _RunFailed(f"The training worker ended unexpectedly (exit {code}){where}; see {self.run_dir / 'worker.log'}.")
+            message = f"The training worker ended unexpectedly ({how}){where}; see {self.run_dir / 'worker.log'}."
+            self._note("error", message, kind="crash", checkpoint=str(checkpoint) if checkpoint else None)
+            raise _RunFailed(message)
         message = last.get("message", f"the training worker exited with code {code}")
         if last.get("kind") == "oom":
             message += f"; see the finding in {self.run_dir / EVENTS_FILE} for remedies"

@@ -25,6 +25,11 @@ class TrainingRun:
         self.events = events
         self.stop = stop
         self.resume = resume
+        self.progress = None
+
+    @property
+    def step_in_progress(self) -> int | None:
+        return self.progress.step_in_progress if self.progress is not None else None
 
     def run(self) -> None:
         session = load_session(self.run_dir / "session.json")
@@ -50,6 +55,7 @@ class TrainingRun:
         self.events.emit("data", **report)
 
         trainer, progress = self._build_trainer(session, model, tokenizer, data, resume_from)
+        self.progress = progress
         started = time.monotonic()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         step = trainer.state.global_step
@@ -86,7 +92,9 @@ class TrainingRun:
             diagnostician = Diagnostician(session)
         except ImportError:
             diagnostician = None
-        trainer = SFTTrainer(
+        # A backend may bring its own SFTTrainer (the peft backend's CPU loss; see peft_backend.trainer_class).
+        trainer_class = self.backend.trainer_class() if hasattr(self.backend, "trainer_class") else SFTTrainer
+        trainer = trainer_class(
             model=model, args=config, train_dataset=data.train,
             eval_dataset=data.eval if kwargs["eval_strategy"] != "no" else None,
             processing_class=tokenizer,

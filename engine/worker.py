@@ -71,10 +71,12 @@ def main(argv=None) -> int:
 
     from engine.errors import UserError
 
+    run = None
     try:
         from engine.training_run import TrainingRun
 
-        TrainingRun(run_dir, backend, events, stop, resume=args.resume).run()
+        run = TrainingRun(run_dir, backend, events, stop, resume=args.resume)
+        run.run()
         return EXIT_OK
     except UserError as exc:
         events.emit("error", kind="input", message=str(exc))
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     except BaseException as exc:  # noqa: BLE001 - the worker reports every failure as an event
         if _is_oom(exc):
             traceback.print_exc()
-            _report_oom(run_dir, events, exc)
+            _report_oom(run_dir, events, exc, run.step_in_progress if run else None)
             return EXIT_OOM
         if isinstance(exc, (SystemExit,)) and exc.code in (0, None):
             return EXIT_OK
@@ -113,11 +115,9 @@ def _is_oom(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() and isinstance(exc, RuntimeError)
 
 
-def _report_oom(run_dir: Path, events, exc: BaseException) -> None:
-    from engine.events import read_events
+def _report_oom(run_dir: Path, events, exc: BaseException, step: int | None) -> None:
     from engine.session import load_session
 
-    step = max((e.get("step", 0) for e in read_events(run_dir) if e.get("event") == "log"), default=0)
     session = load_session(run_dir / "session.json")
     try:
         from engine.diagnostics import oom_finding
@@ -127,7 +127,8 @@ def _report_oom(run_dir: Path, events, exc: BaseException) -> None:
             events.emit("finding", **{k: v for k, v in finding.items() if k not in ("event", "time")})
     except ImportError:
         pass
-    events.emit("error", kind="oom", step=step, message=f"Out of memory at step {step}: {_one_line(exc)}")
+    at = f"at step {step}" if step else "before the first step"
+    events.emit("error", kind="oom", step=step, message=f"Out of memory {at}: {_one_line(exc)}")
 
 
 def _one_line(exc: BaseException) -> str:

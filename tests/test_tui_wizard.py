@@ -210,3 +210,124 @@ def test_bad_dataset_path_is_one_sentence_and_blocks_next(tmp_path, monkeypatch)
     text, step = run(try_it())
     assert "missing.jsonl" in text and "Traceback" not in text
     assert step == "dataset"
+
+
+def _interrupted_run(tmp_path: Path) -> Path:
+    """A run folder as a killed worker leaves it: a start event, some logs, no live process."""
+    from engine.events import EventWriter
+    from engine.runs import remember_run
+
+    run_dir = tmp_path / "runs" / "cut-short"
+    writer = EventWriter(run_dir)
+    writer.emit("start", total_steps=40, pid=2**22 + 12345)  # no such process
+    for step in (1, 2, 3):
+        writer.emit("log", step=step, loss=2.0 - 0.1 * step, learning_rate=1e-4)
+    writer.close()
+    remember_run(run_dir)
+    return run_dir
+
+
+def test_start_offers_interrupted_runs_before_the_session(tmp_path, monkeypatch):
+    isolate(monkeypatch, tmp_path)
+    run_dir = _interrupted_run(tmp_path)
+    save_draft(WizardDraft(new_session(dataset=str(DEMO_DATA)), step="dataset"))
+
+    async def start():
+        app = build_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            first = screen_text(app)
+            await pilot.press("escape")  # on to the wizard
+            await settle(pilot)
+            second = screen_text(app)
+            return first, second
+
+    first, second = run(start())
+    assert "interrupted" in first and str(run_dir) in first and "step 3/40" in first
+    assert "Continue where you left off?" in second
+
+
+@pytest.mark.training
+def test_train_launches_the_run_and_opens_its_dashboard(tmp_path, monkeypatch):
+    """Review's Train starts a real (short) run in its own process and shows the training screen."""
+    isolate(monkeypatch, tmp_path, hardware=CPU_ONLY)
+    from engine.runs import request_stop, run_state
+
+    session = new_session(dataset=str(DEMO_DATA)).to_dict()
+    session["training"].update(max_steps=2, logging_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1)
+    session["model"]["max_seq_length"] = 256
+    from engine.session import session_from_dict
+
+    draft = WizardDraft(session_from_dict(session), step="review")
+
+    async def train():
+        from tui.app import LoraTuiApp
+
+        app = LoraTuiApp(draft, autosave=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("ctrl+t")
+            await settle(pilot)
+            for _ in range(50):
+                if type(app.screen).__name__ == "TrainingScreen":
+                    break
+                await pilot.pause(0.2)
+            return type(app.screen).__name__, app.session.output.dir
+
+    screen, run_dir = run(train())
+    assert screen == "TrainingScreen"
+    assert (Path(run_dir) / "session.json").is_file()
+    request_stop(run_dir)  # do not leave a training process behind
+    import time
+
+    for _ in range(600):
+        if run_state(run_dir).status not in ("running", "paused", "new"):
+            break
+        time.sleep(1)
+    assert run_state(run_dir).status in ("completed", "stopped"), run_state(run_dir)
+
+
+def test_a_session_file_opens_at_review_and_its_choices_stand(tmp_path, monkeypatch):
+    isolate(monkeypatch, tmp_path)
+    session = new_session(dataset=str(DEMO_DATA)).to_dict()
+    session["method"] = "qlora"
+    session["lora"].update(r=8, lora_alpha=16)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(session))
+
+    async def open_it():
+        app = build_app(session_path=str(path))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            at = app.current_step
+            app.goto("method", check=False)
+            await settle(pilot)
+            text = screen_text(app)
+            return at, text, app.session
+
+    at, text, session = run(open_it())
+    assert at == "review"
+    assert "Recommended:" in text  # the recommendation is shown ...
+    assert (session.method, session.lora.r) == ("qlora", 8)  # ... but not forced over the file's choices
+
+
+def test_palette_applies_a_preset(tmp_path, monkeypatch):
+    isolate(monkeypatch, tmp_path)
+
+    async def palette():
+        app = build_app(dataset=str(DEMO_DATA), offer_resume=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.3)
+            await pilot.press(*"higher capacity")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await settle(pilot)
+            field = app.screen.query_one("#lora-r", Input).value
+            return app.current_step, app.session, field
+
+    step, session, field = run(palette())
+    assert step == "hyperparameters"
+    assert (session.lora.r, session.lora.lora_alpha, session.training.learning_rate) == (64, 128, 1e-4)
+    assert field == "64"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from textual.widgets import Static
+from textual.content import Content
+from textual.widgets import OptionList, Static
 from textual.worker import WorkerCancelled, WorkerFailed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,9 @@ def screen_text(app) -> str:
     """The plain text of every Static (labels, panels, bars) on the current screen."""
     parts = []
     for widget in app.screen.query("*"):
-        if isinstance(widget, Static) or type(widget).__name__ in ("UsageBar", "StepBar"):
+        if isinstance(widget, OptionList):
+            parts += [str(Content.from_markup(o.prompt) if isinstance(o.prompt, str) else o.prompt) for o in widget.options]
+        elif isinstance(widget, Static) or type(widget).__name__ in ("UsageBar", "StepBar"):
             try:
                 parts.append(str(widget.render()))
             except Exception:

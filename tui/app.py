@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from textual import work
 from textual.app import App
 from textual.binding import Binding
 
@@ -57,10 +58,12 @@ class LoraTuiApp(App[int]):
         Binding("ctrl+s", "save", "Save", id="wizard.save", priority=True),
     ]
 
-    def __init__(self, draft: WizardDraft, resume_offer: Optional[WizardDraft] = None, autosave: bool = True):
+    def __init__(self, draft: WizardDraft, resume_offer: Optional[WizardDraft] = None, autosave: bool = True,
+                 offer_runs: bool = False):
         super().__init__()
         self.draft = draft
         self.resume_offer = resume_offer
+        self.offer_runs = offer_runs
         self.autosave_enabled = autosave
         self._cache: dict[tuple, Any] = {}
         self._cache_lock = threading.Lock()
@@ -112,6 +115,42 @@ class LoraTuiApp(App[int]):
     # -- navigation ------------------------------------------------------------------------------
     def on_mount(self) -> None:
         self.goto(self.draft.step if self.draft.step in STEPS else STEPS[0], check=False)
+        if self.offer_runs:
+            self.find_runs()
+        else:
+            self._offer_resume()
+
+    # -- start-up questions: runs to re-attach to, then the session in progress ------------------
+    @work(thread=True, group="startup")
+    def find_runs(self) -> None:
+        try:
+            from engine.runs import list_runs
+
+            runs = list_runs()
+        except Exception as error:  # an unreadable registry must not stop the wizard
+            log.warning("could not list runs: %s", error)
+            runs = []
+        self.call_from_thread(self._offer_runs, runs)
+
+    def _offer_runs(self, runs: list) -> None:
+        if not runs:
+            self._offer_resume()
+            return
+        from tui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen(runs), self._runs_answered)
+
+    def _runs_answered(self, answer) -> None:
+        if answer is None:
+            self._offer_resume()
+            return
+        what, run_dir = answer
+        if what == "resume":
+            self.resume_run(run_dir)
+        else:
+            self.watch_run(run_dir)
+
+    def _offer_resume(self) -> None:
         if self.resume_offer is not None:
             from tui.screens.resume import ResumeScreen
 
@@ -122,8 +161,33 @@ class LoraTuiApp(App[int]):
         if answer == "continue" and offer is not None:
             self.draft.session = offer.session
             self.draft.plan_gpu, self.draft.plan_vram_gb = offer.plan_gpu, offer.plan_vram_gb
+            self.draft.extra = dict(offer.extra)
             self._refresh_installed()
             self.goto(offer.step, check=False)
+
+    # -- runs --------------------------------------------------------------------------------------
+    def watch_run(self, run_dir) -> None:
+        """The dashboard of a run folder (the training engineer's screen), if this build has it."""
+        try:
+            from tui.screens.training import TrainingScreen
+        except ImportError:
+            self.notify(f"Training runs in the background in {run_dir}; the dashboard is not available in this build.", timeout=10)
+            return
+        self.push_screen(TrainingScreen(Path(run_dir)))
+
+    @work(thread=True, group="launch")
+    def resume_run(self, run_dir) -> None:
+        from tui.screens.base import explain
+
+        try:
+            from engine.runs import launch
+            from engine.session import load_session
+
+            handle = launch(load_session(Path(run_dir) / "session.json"), resume=True)
+        except Exception as error:
+            self.call_from_thread(self.notify, explain(error), severity="error", timeout=10)
+            return
+        self.call_from_thread(self.watch_run, handle.run_dir)
 
     def _refresh_installed(self) -> None:
         """Drop kept step screens so they rebuild from a session that was replaced wholesale."""
@@ -248,7 +312,8 @@ def build_app(
         raise UserError(f"--vram {vram_gb:g}: give the GPU memory in GB as a positive number, such as 24.")
     resume = None
     if session_path:
-        draft = WizardDraft(load_session(session_path), step="review")
+        # The method step would preselect its recommendation; a session file's choices stand instead.
+        draft = WizardDraft(load_session(session_path), step="review", extra={"recommended_for": "session-file"})
     else:
         draft = WizardDraft(new_session(model=model, dataset=dataset))
         if offer_resume and not (model or dataset):
@@ -256,7 +321,8 @@ def build_app(
     if model and session_path:
         draft.session = draft.session.model_copy(update={"model": draft.session.model.model_copy(update={"name": model})})
     draft.plan_gpu, draft.plan_vram_gb = gpu, vram_gb
-    return LoraTuiApp(draft, resume_offer=resume, autosave=autosave)
+    offer_runs = offer_resume and not (session_path or model or dataset)
+    return LoraTuiApp(draft, resume_offer=resume, autosave=autosave, offer_runs=offer_runs)
 
 
 def run_wizard(

@@ -28,10 +28,11 @@ FORMAT_LABELS = {
 }
 
 
-def _format_roles() -> dict[str, tuple[str, ...]]:
+def _format_roles() -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    """The intake's roles per format and which roles may stay unmapped (imported when used)."""
     from engine.data.detect import FORMAT_ROLES, OPTIONAL_ROLES
 
-    return {fmt: roles for fmt, roles in FORMAT_ROLES.items()}, OPTIONAL_ROLES  # type: ignore[return-value]
+    return dict(FORMAT_ROLES), set(OPTIONAL_ROLES)
 
 
 class DatasetScreen(StepScreen):

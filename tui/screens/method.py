@@ -24,6 +24,7 @@ KNOBS = (
     ("training", "gradient_accumulation_steps", "Grad accumulation"),
     ("model", "max_seq_length", "Max sequence length"),
 )
+SESSION_FILE = "session-file"  # draft.extra marker: the person's own session, not to be overridden
 CHECKPOINTING = (("unsloth (offload to RAM)", "unsloth"), ("on", "true"), ("off", "false"))
 
 
@@ -160,9 +161,12 @@ class MethodScreen(StepScreen):
         self._show_recommendation(recommendation)
         self._fill_parts(estimates)
         # Preselect the recommendation once per model and budget; never over the person's own edits.
-        applied = self.wizard.draft.extra.get("recommended_for")
-        if recommendation is not None and recommendation.method and applied != list(key[:3]):
-            self.wizard.draft.extra["recommended_for"] = list(key[:3])
+        extra = self.wizard.draft.extra
+        applied = extra.get("recommended_for")
+        if applied == SESSION_FILE:  # opened from a session file: its choices stand until model or budget change
+            extra["recommended_for"] = list(key[:3])
+        elif recommendation is not None and recommendation.method and applied != list(key[:3]):
+            extra["recommended_for"] = list(key[:3])
             self.action_apply_recommendation()
         self.say("")
 

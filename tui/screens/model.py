@@ -105,7 +105,10 @@ class ModelScreen(StepScreen):
             self._show_info(name, info)
             return
         self.query_one("#info-panel").loading = True
-        self.say(f"Reading {name} (its config only, no weights) …")
+        if name.endswith(".gguf"):
+            self.say(f"Converting {name} to a Hugging Face folder, once (it reads every weight: minutes for a large file) …")
+        else:
+            self.say(f"Reading {name} (its config only, no weights) …")
         self.inspect_worker(name)
 
     @work(thread=True, exclusive=True, group="inspect")
@@ -141,7 +144,8 @@ class ModelScreen(StepScreen):
         self.commit(strict=False)
         if self._advance_when_ready:
             self._advance_when_ready = False
-            self.wizard.go_next()
+            if self.wizard.current_step == self.STEP:  # not if the person went elsewhere meanwhile
+                self.wizard.go_next()
 
     def commit(self, strict: bool) -> Optional[str]:
         name = self.current_name

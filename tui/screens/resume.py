@@ -1,12 +1,10 @@
-"""At start: continue the last session in progress (and see runs that were interrupted)?"""
+"""At start: continue the last session in progress? (Runs to re-attach to come first: runs.py.)"""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from textual import work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -32,7 +30,6 @@ class ResumeScreen(ModalScreen[Optional[str]]):
         with Vertical(id="resume"):
             yield Static("Continue where you left off?", classes="panel-title")
             yield Static(self.draft.describe(), id="resume-what")
-            yield Static("", id="resume-runs", classes="muted")
             with Horizontal(id="resume-buttons"):
                 yield Button("Continue (c)", id="continue", variant="primary", compact=True)
                 yield Button("Start fresh (n)", id="fresh", compact=True)
@@ -40,20 +37,6 @@ class ResumeScreen(ModalScreen[Optional[str]]):
 
     def on_mount(self) -> None:
         self.query_one("#continue", Button).focus()
-        self.find_runs()
-
-    @work(thread=True, group="runs")
-    def find_runs(self) -> None:
-        try:
-            from engine.runs import list_runs
-
-            runs = list_runs()[:3]
-        except Exception:  # an unreadable registry must not stop the wizard from starting
-            return
-        if runs:
-            lines = ["Runs that can be watched or resumed (review step, or lora-tui --replay … --resume):"]
-            lines += [f"  {escape(str(r.run_dir))}  [b]{r.status}[/b] at step {r.step}" for r in runs]
-            self.app.call_from_thread(self.query_one("#resume-runs", Static).update, "\n".join(lines))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id)

@@ -144,9 +144,4 @@ class ReviewScreen(StepScreen):
 
     def _launched(self, handle) -> None:
         self.say(f"Training in {handle.run_dir} (process {handle.pid}).")
-        try:
-            from tui.screens.training import TrainingScreen
-        except ImportError:
-            self.notify(f"Training runs in the background in {handle.run_dir}; the dashboard is not available in this build.", timeout=10)
-            return
-        self.app.push_screen(TrainingScreen(handle.run_dir))
+        self.wizard.watch_run(handle.run_dir)

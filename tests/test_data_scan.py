@@ -161,3 +161,11 @@ def test_hub_ids_are_told_apart_from_paths(tmp_path):
     assert hub_id_of("tatsu-lab/alpaca") == "tatsu-lab/alpaca"
     assert hub_id_of(str(DATA / "alpaca.jsonl")) is None
     assert hub_id_of("data/train.jsonl") is None  # a missing file is reported as missing, not looked up on the hub
+
+
+def test_prompt_and_response_columns_are_instruction_data(tmp_path):
+    path = tmp_path / "pr.jsonl"
+    path.write_text('{"prompt": "Say hi.", "response": "Hi!"}\n')
+    result = scan_dataset(str(path))
+    assert result.format == "instruction"
+    assert result.columns == {"instruction": "prompt", "input": None, "response": "response"}

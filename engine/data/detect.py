@@ -26,7 +26,7 @@ CONVERSATION_FORMATS = {"sharegpt", "messages"}
 
 # Column names that usually play a role, best first (compared case-insensitively).
 ROLE_CANDIDATES: dict[str, tuple[str, ...]] = {
-    "instruction": ("instruction", "question", "query", "problem", "task"),
+    "instruction": ("instruction", "question", "query", "problem", "task", "prompt"),
     "input": ("input", "context", "inputs"),
     "response": ("output", "response", "answer", "solution", "target", "outputs"),
     "prompt": ("prompt",),

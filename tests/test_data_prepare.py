@@ -252,3 +252,14 @@ def test_tokenizer_that_prefixes_a_space_is_tokenized_whole_with_bos():
     assert row["input_ids"][0] == sp.bos_token_id
     assert row["input_ids"] == sp(example.text[len("<s>"):])["input_ids"]  # exactly the tokenizer's own encoding
     assert sp.decode([t for t, m in zip(row["input_ids"], row["completion_mask"]) if m]) == "Red.</s>"
+
+
+def test_conversation_ending_on_a_user_turn_keeps_it_untrained(tok, tmp_path):
+    path = tmp_path / "tail.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},'
+                    ' {"role": "user", "content": "Thanks"}]}\n')
+    data = prepare_dataset(DatasetSection(path=str(path), eval_fraction=0.0), tok, 512)
+    example = data.report.examples[0]
+    assert example.text == SMOL_SYSTEM + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nThanks<|im_end|>\n"
+    assert example.segments[-1] == ("<|im_start|>user\nThanks<|im_end|>\n", False)
+    assert trained_text(tok, data.train[0]) == "Hello.<|im_end|>\n"

@@ -112,6 +112,8 @@ class Renderer:
             segments.append((before[len(done):], False))
             segments.append((through[len(before):], True))
             done = through
+        if turns[-1][0] == "assistant":
+            return segments  # the last render was the whole dialogue already
         full = self._apply(turns, generation_prompt=False)
         if not full.startswith(done):
             return self._last_turn_segments(turns)

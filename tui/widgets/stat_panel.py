@@ -39,8 +39,8 @@ class StatPanel(Vertical):
     StatPanel #run-status { height: auto; }
     StatPanel ProgressBar { margin: 0 0 1 0; }
     StatPanel #stats { height: 9; }
-    StatPanel .spark-label { height: 1; color: $text-muted; }
-    StatPanel Sparkline { height: 2; margin-bottom: 1; }
+    StatPanel .spark-label { height: 1; color: $text-muted; margin-top: 1; }
+    StatPanel Sparkline { height: 1; }
     """
 
     _lr_count = 0

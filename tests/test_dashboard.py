@@ -1,0 +1,317 @@
+"""The training dashboard, driven by Pilot from recorded run folders.
+
+`tests/fixtures/events/memorise/` is a real run recorded from the worker (the demo model
+memorising 7 random strings with 3 held out, eval every 4 steps; see its README): its loss curve,
+evaluations, checkpoints, the overfitting finding and the worker's log. Tests copy it to a temporary
+folder, because a remedy key rewrites the run's session.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from textual.app import App
+from textual.widgets import ProgressBar, Static
+
+from engine.diagnostics import Diagnostician
+from engine.events import EventWriter, read_events
+from engine.runs import PAUSE_FILE, STOP_FILE, RunHandle
+from engine.session import Session, load_session, save_session
+from tui.screens.training import ExampleScreen, TrainingScreen
+from tui.widgets.findings_panel import FindingsPanel
+from tui.widgets.log_tail import LogTail, clean_lines
+from tui.widgets.loss_chart import LossChart, thin
+from tui.widgets.stat_panel import StatPanel
+
+FIXTURE = Path(__file__).parent / "fixtures" / "events" / "memorise"
+SIZE = (120, 40)
+
+
+class Host(App):
+    """Shows one run folder, records what the screen tells the app and what it launches."""
+
+    def __init__(self, run_dir: Path, under: bool = False):
+        super().__init__()
+        self.run_dir, self.under = run_dir, under
+        self.launched: list[tuple[Session, bool]] = []
+        self.finished: list = []
+        self.changed: list = []
+
+    def on_mount(self) -> None:
+        if self.under:  # as in the wizard: the dashboard opened over the review
+            from textual.screen import Screen
+
+            self.push_screen(Screen(id="review"))
+        self.push_screen(TrainingScreen(self.run_dir, probe_system=False, launch=self.launch))
+
+    def launch(self, session: Session, resume: bool = False) -> RunHandle:
+        self.launched.append((session, resume))
+        return RunHandle(Path(session.output.dir), 0)
+
+    def on_training_screen_run_finished(self, message: TrainingScreen.RunFinished) -> None:
+        self.finished.append(message)
+
+    def on_training_screen_session_changed(self, message: TrainingScreen.SessionChanged) -> None:
+        self.changed.append(message)
+
+
+def sync(test):
+    """Run an async test body on a fresh event loop (no asyncio plugin needed)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+async def settle(pilot) -> None:
+    """Let the first tick land and the chart's drawing thread finish (a redraw asked for during a
+    build starts another one, so wait until none is in flight)."""
+    await pilot.pause(0.3)
+    for _ in range(100):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.05)
+        charts = pilot.app.screen.query(LossChart)
+        if not any(chart._building for chart in charts) and not any(w.is_running for w in pilot.app.workers):
+            break
+    await pilot.pause(0.05)
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "memorise"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+def fixture_events() -> list[dict]:
+    return read_events(FIXTURE)
+
+
+# -- what the screen shows --------------------------------------------------------------------------
+
+@sync
+async def test_recorded_run_shows_chart_progress_stats_findings_and_log(run_dir):
+    events = fixture_events()
+    logs = [e for e in events if e["event"] == "log"]
+    evals = [e for e in events if e["event"] == "eval"]
+    total = next(e for e in events if e["event"] == "start")["total_steps"]
+    app = Host(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, TrainingScreen)
+        chart = screen.query_one(LossChart)
+        assert chart.builds >= 1 and len(chart._train) == len(logs) and len(chart._evals) == len(evals)
+        assert screen.query_one(ProgressBar).percentage == 1.0
+        stats = text_of(screen.query_one("#stats", Static))
+        assert f"{total} / {total}" in stats and "eval loss" in stats
+        assert f"{logs[-1]['loss']:.4f}" in stats
+        panel = "\n".join(text_of(s) for s in screen.query_one(FindingsPanel).query(".finding"))
+        assert "Overfitting" in panel and "[1]" in panel and "Stop at the best evaluation" in panel
+        assert screen.query_one(LogTail).line_count > 0
+    assert [m.status for m in app.finished] == ["completed"]  # posted once, for the finish screen
+
+
+@sync
+async def test_remedy_key_applies_the_change_saves_the_session_and_restarts(run_dir):
+    finding = next(e for e in fixture_events() if e["event"] == "finding" and e["kind"] == "overfitting")
+    best = finding["evidence"]["best_step"]
+    app = Host(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+    saved = load_session(run_dir / "session.json")
+    assert saved.training.max_steps == best
+    assert len(app.launched) == 1
+    session, resume = app.launched[0]
+    assert session.training.max_steps == best and resume is False  # stop_at_best starts afresh
+    assert app.changed and app.changed[0].remedy["id"] == "stop_at_best"
+
+
+@sync
+async def test_advice_remedy_changes_nothing_and_launches_nothing(run_dir):
+    before = (run_dir / "session.json").read_text()
+    finding = next(e for e in fixture_events() if e["event"] == "finding" and e["kind"] == "overfitting")
+    key = str([r["id"] for r in finding["remedies"]].index("more_data") + 1)
+    app = Host(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press(key)
+        await settle(pilot)
+        assert any("more varied rows" in n.message for n in app._notifications)
+    assert (run_dir / "session.json").read_text() == before and app.launched == []
+
+
+@sync
+async def test_a_key_without_a_remedy_says_so(run_dir):
+    app = Host(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("9")
+        await pilot.pause(0.1)
+        assert any("No remedy 9" in n.message for n in app._notifications)
+    assert app.launched == []
+
+
+@sync
+async def test_check_data_remedy_shows_the_rendered_example(tmp_path):
+    run = tmp_path / "flat"
+    session = Session.model_validate({"dataset": {"path": "train.jsonl"}, "output": {"dir": str(run)},
+                                      "training": {"learning_rate": 1e-9, "logging_steps": 1, "max_steps": 30}})
+    save_session(session, run / "session.json")
+    diag = Diagnostician(session)
+    writer = EventWriter(run)
+    rng = random.Random(3)
+    for event in (
+        {"event": "start", "total_steps": 30, "step": 0, "resume_from": None, "pid": None},
+        {"event": "data", "train_rows": 40, "examples": [{"text": "x", "segments": [
+            ["### Instruction:\nSay hi.\n\n### Response:\n", False], ["hi", True]]}]},
+        *[{"event": "log", "step": s, "loss": 3.8 + rng.gauss(0, 0.1), "learning_rate": 1e-9} for s in range(1, 13)],
+    ):
+        writer.emit(**event)
+        for finding in diag.observe(event):
+            writer.emit(**finding)
+    writer.close()
+    app = Host(run)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        finding = app.screen.view.findings[0]
+        assert finding["kind"] == "no_decrease"
+        key = str([r["id"] for r in finding["remedies"]].index("check_data") + 1)
+        await pilot.press(key)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, ExampleScreen)
+        assert "### Response:\n\u25b6hi\u25c0" in app.screen.text
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TrainingScreen)
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+
+@sync
+async def test_stop_and_pause_keys_write_the_worker_requests(run_dir):
+    app = Host(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        assert (run_dir / PAUSE_FILE).exists()
+        await pilot.press("p")
+        assert not (run_dir / PAUSE_FILE).exists()
+        await pilot.press("s")
+        assert (run_dir / STOP_FILE).exists()
+
+
+@sync
+async def test_o_copies_the_run_folder_path(run_dir):
+    app = Host(run_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("o")
+        assert app.clipboard == str(run_dir.resolve())
+
+
+@sync
+async def test_escape_goes_back_to_the_screen_below(run_dir):
+    app = Host(run_dir, under=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert app.screen.id == "review"
+
+
+# -- live reading ---------------------------------------------------------------------------------------
+
+@sync
+async def test_a_burst_of_events_is_one_redraw_and_a_restart_resets_the_view(tmp_path):
+    run = tmp_path / "live"
+    run.mkdir()
+    app = Host(run)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        panel = screen.query_one(StatPanel)
+        shows = []
+        original = panel.show
+        panel.show = lambda view, memory: (shows.append(view.step), original(view, memory))
+        writer = EventWriter(run)
+        writer.emit("start", total_steps=1000, step=0, resume_from=None, pid=None)
+        for step in range(1, 501):
+            writer.emit("log", step=step, loss=2.0 + math.exp(-step / 50), learning_rate=2e-4, total_steps=1000)
+        screen.refresh_from_events()
+        assert shows == [500]  # 501 events, one redraw
+        assert screen.view.step == 500 and len(screen.view.train) == 500
+        # a fresh start in the same folder (a remedy restarted it) replaces the old curve
+        writer.emit("start", total_steps=200, step=0, resume_from=None, pid=None)
+        writer.emit("log", step=1, loss=3.0)
+        screen.refresh_from_events()
+        assert screen.view.total_steps == 200 and screen.view.train == [(1, 3.0)]
+        writer.close()
+        # events.jsonl replaced by a shorter one: read from the start again
+        (run / "events.jsonl").write_text(json.dumps({"event": "start", "total_steps": 7, "step": 0}) + "\n")
+        screen.refresh_from_events()
+        assert screen.view.total_steps == 7 and screen.view.train == []
+
+
+def test_resumed_start_keeps_the_curve_up_to_its_checkpoint():
+    from tui.screens.training import RunView
+
+    view = RunView()
+    for event in [{"event": "start", "total_steps": 20, "step": 0}, *[
+        {"event": "log", "step": s, "loss": 1.0 / s} for s in range(1, 11)
+    ], {"event": "start", "total_steps": 20, "step": 8, "resume_from": "/r/checkpoint-8"}]:
+        view.apply(event)
+    assert [p[0] for p in view.train] == list(range(1, 9)) and view.status_detail == "resumed from checkpoint-8"
+
+
+def test_an_automatic_oom_retry_stays_visible_after_the_restart():
+    from engine.diagnostics import oom_finding
+    from tui.screens.training import RunView
+
+    session = Session.model_validate({"dataset": {"path": "d.jsonl"}, "training": {"gradient_checkpointing": False}})
+    finding = oom_finding(session, 3, "CUDA out of memory. Tried to allocate 2.00 GiB")
+    view = RunView()
+    for event in [
+        {"event": "start", "total_steps": 20, "step": 0},
+        {"event": "log", "step": 2, "loss": 2.0},
+        finding,
+        {"event": "error", "kind": "oom", "message": "Out of memory at step 3: CUDA out of memory."},
+        {"event": "retry", "reason": "oom", "remedy": finding["remedies"][0],
+         "message": "Out of memory: retrying with Turn gradient checkpointing on (restarting)."},
+        {"event": "start", "total_steps": 20, "step": 0, "resume_from": None},
+    ]:
+        view.apply(event)
+    assert view.status_word == "running" and view.train == []
+    assert [f["kind"] for f in view.findings] == ["oom"]
+    assert view.notes == ["Out of memory: retrying with Turn gradient checkpointing on (restarting)."]
+
+
+def test_thin_keeps_the_last_point_and_a_bounded_count():
+    points = [(float(i), float(i)) for i in range(10_001)]
+    thinned = thin(points, 400)
+    assert len(thinned) <= 401 and thinned[-1] == points[-1] and thinned[0] == points[0]
+
+
+def test_log_tail_keeps_what_a_progress_bar_finally_said():
+    assert clean_lines("a\n 10%|#  | 1/9\r 20%|## | 2/9\n\x1b[32mok\x1b[0m\n") == ["a", " 20%|## | 2/9", "ok"]
+
+
+# -- snapshot -----------------------------------------------------------------------------------------
+
+def test_dashboard_snapshot(run_dir, snap_compare):
+    assert snap_compare(Host(run_dir), terminal_size=SIZE, run_before=settle)

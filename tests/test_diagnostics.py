@@ -278,7 +278,7 @@ def _train(tmp_path: Path, rows: list[dict], **overrides) -> list[dict]:
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     session = small_session(tmp_path, dataset__path=str(data), model__max_seq_length=64,
                             training__optim="adamw_torch", **overrides)
-    done = run_cli("--replay", str(write_session(tmp_path, session)))
+    done = run_cli("--replay", str(write_session(tmp_path, session)), timeout=2400)  # a shared, busy CPU
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
     return events_of(tmp_path / "run")
 

@@ -140,6 +140,15 @@ def test_offers_to_continue_the_last_session(tmp_path, monkeypatch):
             await settle(pilot)
             return app.current_step, app.session
 
+    async def quit_at_the_question():
+        app = build_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            await pilot.press("ctrl+q")
+
+    run(quit_at_the_question())
+    assert load_draft().session.lora.r == 32  # the unanswered offer was not overwritten
+
     step, session = run(answer("c"))
     assert step == "target_modules" and session.lora.r == 32 and session.dataset.path == str(DEMO_DATA)
     step, session = run(answer("n"))

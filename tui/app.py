@@ -71,6 +71,7 @@ class LoraTuiApp(App[int]):
         # name AutoTokenizer"): workers that may import torch / transformers take turns.
         self.heavy_lock = threading.RLock()
         self.current_step: Optional[str] = None
+        self._saved_json = ""
 
     # -- the session in progress ---------------------------------------------------------------
     @property
@@ -82,10 +83,13 @@ class LoraTuiApp(App[int]):
         self.draft.session = value
 
     def autosave(self) -> None:
-        if not self.autosave_enabled:
+        # While "continue where you left off?" is unanswered, the old draft on disk is the
+        # person's work: a fresh draft must not overwrite it (not even on ctrl+q).
+        if not self.autosave_enabled or self.resume_offer is not None:
             return
         try:
             save_draft(self.draft)
+            self._saved_json = self.draft.session.to_json()
         except OSError as exc:
             self.notify(f"Could not save the session in progress to {state_dir()}: {exc}.", severity="error")
 
@@ -98,6 +102,10 @@ class LoraTuiApp(App[int]):
             screen.save_session_file()
         else:
             self.notify(f"Saved the session in progress ({state_dir() / 'last_session.json'}).")
+
+    def _autosave_if_changed(self) -> None:
+        if self.draft.session.to_json() != self._saved_json:
+            self.autosave()
 
     def apply_preset(self, name: str) -> None:
         """Palette entry: open the hyperparameters step with a preset applied."""
@@ -115,6 +123,8 @@ class LoraTuiApp(App[int]):
     # -- navigation ------------------------------------------------------------------------------
     def on_mount(self) -> None:
         self.goto(self.draft.step if self.draft.step in STEPS else STEPS[0], check=False)
+        # Between steps too: a dropped SSH connection loses at most a few seconds of typing.
+        self.set_interval(10, self._autosave_if_changed)
         if self.offer_runs:
             self.find_runs()
         else:

@@ -35,6 +35,7 @@ UNSLOTH_CTX = "Unsloth README/docs, 'context length benchmarks' (QLoRA r 32, all
 UNSLOTH_REQ = "Unsloth docs, 'Fine-tuning VRAM requirements' (absolute minimum)"
 SEED = "seed table of the task (rule of thumb)"
 QLORA_PAPER = "QLoRA paper (Dettmers et al. 2023): 65B finetuned on a single 48 GB GPU"
+LOCAL_CPU = "this project, measured here: `lora-tui --replay` on 2 CPU cores, Unsloth's CPU backend"
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TORCHTUNE_LORA = ["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # q, v, output_proj + MLP
@@ -90,6 +91,12 @@ POINTS: list[Point] = [
             optim="adamw_8bit", loss_kernel="fused"), note=f"Llama 3.3 70B: {tokens:,} tokens fit in {vram} GB")
         for vram, tokens in ((48, 12106), (80, 89389))
     ],
+    # The demo model trained for real on this machine's CPU (2026-11-29): LoRA r 16 on the seven
+    # projections, batch 4, rows of 95-179 tokens (padded to the longest in the batch), the worker's
+    # resident memory as logged in events.jsonl (memory_gb) at steps 1-4: 2.288-2.295 GiB.
+    Point(LOCAL_CPU, "smollm2-135m", "lora", 2.30, settings=dict(
+        r=16, target_modules=ALL_LINEAR, batch_size=4, seq_len=179, gradient_checkpointing=True,
+        optim="adamw_8bit", device="cpu"), note="worker RSS, demo data"),
     # QLoRA paper: Guanaco 65B, LoRA r 64 on all linear layers cast to bf16 (qlora.py --bf16),
     # paged 32-bit AdamW.
     Point(QLORA_PAPER, "llama-65b", "qlora", 48.0, kind="bound", settings=dict(

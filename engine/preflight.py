@@ -85,12 +85,13 @@ def _check_memory(info, session: Session, report: PreflightReport) -> None:
     except ImportError:
         return
     t = session.training
+    hardware = probe_hardware()
     estimate = estimate_memory(
         info, session.method, r=session.lora.r, target_modules=session.lora.target_modules,
         batch_size=t.per_device_train_batch_size, seq_len=session.model.max_seq_length,
-        gradient_checkpointing=bool(t.gradient_checkpointing), optim=t.optim,
+        gradient_checkpointing=t.gradient_checkpointing, optim=t.optim,
+        device="cpu" if hardware.cpu_only else "cuda",
     )
-    hardware = probe_hardware()
     if hardware.cpu_only:
         budget, where = hardware.ram_available_gb, "available RAM (CPU only: training will be slow)"
     else:

@@ -8,7 +8,7 @@ does the same. Training on everything is a mask of all ones, so that setting is 
 
 from __future__ import annotations
 
-import hashlib
+import uuid
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -171,8 +171,9 @@ def prepare_dataset(cfg, tokenizer, max_seq_length: int, seed: int = 42) -> Prep
 
     rendered = datasets.Dataset.from_dict({"seg_text": texts, "seg_trained": flags})
     tokenize = _tokenize_by_segment if _segmentwise_is_lossless(tokenizer) else _tokenize_whole
-    # A fixed fingerprint: datasets would otherwise hash (pickle) the whole tokenizer to name the result.
-    fingerprint = hashlib.sha1(f"{cfg.path}:{len(texts)}:{max_seq_length}:{tokenize.__name__}".encode()).hexdigest()
+    # Our own fingerprint: datasets would otherwise hash (pickle) the whole tokenizer to name the result.
+    # Unique per call: the splits live in memory, so there is no on-disk cache to hit or to poison.
+    fingerprint = uuid.uuid4().hex
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # the dry run and the worker print their own progress
     try:

@@ -129,7 +129,8 @@ class Session(_Section):
     def resolved(self, base_dir: Path) -> "Session":
         """A copy whose relative paths are made absolute against `base_dir` (the session's folder)."""
         data = self.to_dict()
-        data["dataset"]["path"] = _resolve_path(data["dataset"]["path"], base_dir)
+        if not _looks_like_hub_dataset(data["dataset"]["path"], base_dir):
+            data["dataset"]["path"] = _resolve_path(data["dataset"]["path"], base_dir)
         data["output"]["dir"] = _resolve_path(data["output"]["dir"], base_dir)
         name = data["model"]["name"]
         if _looks_like_local_path(name, base_dir):
@@ -142,6 +143,15 @@ def _resolve_path(value: str, base_dir: Path) -> str:
     if not path.is_absolute() and "://" not in value:
         path = (base_dir / path).resolve()
     return str(path)
+
+
+def _looks_like_hub_dataset(value: str, base_dir: Path) -> bool:
+    """`owner/name` with no file extension that is not a path beside the session is a hub id."""
+    parts = value.split("/")
+    return (
+        len(parts) == 2 and all(parts) and not value.startswith((".", "~"))
+        and "." not in parts[1] and not (base_dir / value).exists()
+    )
 
 
 def _looks_like_local_path(name: str, base_dir: Path) -> bool:

@@ -50,6 +50,14 @@ def test_relative_paths_resolve_against_the_session_file(tmp_path):
     assert s.model.name == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a hub id is not a path
 
 
+def test_a_hub_dataset_id_is_not_made_a_path(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({"dataset": {"path": "tatsu-lab/alpaca"}}))
+    assert load_session(tmp_path / "s.json").dataset.path == "tatsu-lab/alpaca"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "s.json").write_text(json.dumps({"dataset": {"path": "data/train.jsonl"}}))
+    assert load_session(tmp_path / "s.json").dataset.path == str(tmp_path / "data" / "train.jsonl")
+
+
 def test_save_is_atomic_and_round_trips(tmp_path):
     s = session_from_dict({"dataset": {"path": "d.jsonl"}, "method": "qlora"})
     path = save_session(s, tmp_path / "deep" / "s.json")

@@ -127,7 +127,9 @@ class MethodScreen(StepScreen):
             budget = self.wizard.budget()
             device = "cpu" if budget.kind == "RAM" else "cuda"
             key = (name, budget.label, budget.gb, seq_len)
-            recommendation = self.wizard.cached(("recommend",) + key, lambda: _recommend(info, budget, seq_len, batch, accumulation))
+            # Recommended from the seed's batch 4 x 4, not from what is being typed: the advice
+            # should not chase the person's edits.
+            recommendation = self.wizard.cached(("recommend",) + key, lambda: _recommend(info, budget, seq_len, 4, 4))
             usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
             estimates = {
                 method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
@@ -156,7 +158,8 @@ class MethodScreen(StepScreen):
         for method, _ in METHODS:
             estimate = estimates[method]
             fits = budget.gb is not None and estimate.total_gb <= budget.gb
-            tag = "★ recommended" if recommendation is not None and recommendation.method == method else ("fits" if fits else "does not fit")
+            recommended = recommendation is not None and recommendation.method == method
+            tag = ("★ recommended" if recommended else "fits") if fits else "does not fit"
             self.query_one(f"#bar-{method}", UsageBar).update(estimate.total_gb, budget.gb, tag)
         self._show_recommendation(recommendation)
         self._fill_parts(estimates)

@@ -24,6 +24,8 @@ def format_event(event: dict, session=None) -> str | None:
             return f"Loading {event.get('model')} ({event.get('backend')} backend) ..."
         if state == "preparing_data":
             return f"Preparing {event.get('dataset')} ..."
+        if state == "merging":
+            return "Merging the adapter into the base model (a fresh process) ..."
         if state == "paused":
             return f"Paused at step {event.get('step')}."
         if state == "running":
@@ -70,6 +72,10 @@ def format_event(event: dict, session=None) -> str | None:
             )
         if event.get("merged_dir"):
             lines.append(f"Merged model: {event['merged_dir']}")
+            if event.get("merged_note"):
+                lines.append(event["merged_note"])
+        if event.get("merge_error"):
+            lines.append(f"The merge failed (the adapter is kept): {event['merge_error']}")
         return "\n".join(lines)
     if kind == "error":
         return f"Error: {event.get('message')}"

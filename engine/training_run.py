@@ -65,9 +65,13 @@ class TrainingRun:
             self.events.emit("end", status="stopped", step=step, checkpoint=str(checkpoint) if checkpoint else None)
             return
         saved = self._save(session, model, tokenizer)
+        total_steps, runtime = trainer.state.max_steps, round(time.monotonic() - started, 1)
+        if session.output.save_merged and session.method != "full":
+            del trainer, model  # free the training copy before the merge loads the base again
+            saved.update(self._merge())
         self.events.emit(
-            "end", status="completed", step=step, total_steps=trainer.state.max_steps,
-            train_runtime=round(time.monotonic() - started, 1), **saved,
+            "end", status="completed", step=step, total_steps=total_steps,
+            train_runtime=runtime, **saved,
         )
 
     def _build_trainer(self, session, model, tokenizer, data, resume_from):
@@ -108,6 +112,26 @@ class TrainingRun:
         )
         trainer.add_callback(progress)
         return trainer, progress
+
+    def _merge(self) -> dict:
+        """output.save_merged: merged/ through engine.export in a fresh process (this one may carry
+        Unsloth's patches of transformers). A failed merge keeps the trained adapter and says why."""
+        import gc
+        import json
+        import subprocess
+        import sys
+
+        gc.collect()
+        self.events.emit("status", state="merging")
+        result = subprocess.run([sys.executable, "-m", "engine.export", "merge", str(self.run_dir), "--json"],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            reply = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            reply = {"error": f"the merge process exited with code {result.returncode}"}
+        if "error" in reply:
+            return {"merge_error": reply["error"]}
+        return {"merged_dir": reply["path"], "merged_note": reply["note"]}
 
     def _save(self, session, model, tokenizer) -> dict:
         """The adapter (PEFT format) or, for full fine-tuning, the whole model."""

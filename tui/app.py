@@ -185,6 +185,13 @@ class LoraTuiApp(App[int]):
             return
         self.push_screen(TrainingScreen(Path(run_dir)))
 
+    def on_training_screen_run_finished(self, message) -> None:
+        """A run completed: its finish screen over the dashboard (escape goes back to the chart)."""
+        if message.status == "completed":
+            from tui.screens.finish import FinishScreen
+
+            self.push_screen(FinishScreen(message.run_dir))
+
     @work(thread=True, group="launch")
     def resume_run(self, run_dir) -> None:
         from tui.screens.base import explain

@@ -183,6 +183,7 @@ class TrainingScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("p", "pause", "Pause/resume"),
         Binding("o", "open_folder", "Run folder"),
+        Binding("f", "finish", "Finish", show=False),  # the finish screen again, once the run completed
         Binding("escape", "back", "Back"),
         Binding("1", "remedy(1)", "Remedy", key_display="1-9"),
         *[Binding(str(n), f"remedy({n})", f"Remedy {n}", show=False) for n in range(2, 10)],
@@ -237,18 +238,46 @@ class TrainingScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)
         self.refresh_from_events()
-        self.set_interval(TICK_SECONDS, self.refresh_from_events, name="events")
+        self.set_interval(TICK_SECONDS, self._tick, name="events")
         if self.probe_system:
             self.poll_memory()
             self.set_interval(MEMORY_POLL_SECONDS, self.poll_memory, name="memory")
 
     # -- the tick -------------------------------------------------------------------------------
+    _reading = False
+
+    def _tick(self) -> None:
+        # Reading and parsing JSON lines is the part of a tick that grows with a fast run's event
+        # rate, so it happens in a thread; folding into the view and redrawing stay here, once.
+        if not self._reading:
+            self._reading = True
+            self._read_in_thread()
+
+    @work(thread=True, group="events")
+    def _read_in_thread(self) -> None:
+        try:
+            shrank = self._events_file_shrank()
+            tail = EventTail(self.run_dir / EVENTS_FILE) if shrank else self.tail
+            events = list(tail.read_new())
+        except Exception:
+            shrank, tail, events = False, self.tail, []
+        self.app.call_from_thread(self._fold, tail, shrank, events)
+
+    def _fold(self, tail: EventTail, shrank: bool, events: list[dict]) -> None:
+        self._reading = False
+        if shrank:
+            self.tail, self.view = tail, RunView()
+        self._update(events)
+
     def refresh_from_events(self) -> None:
-        """Fold whatever arrived since the last tick into the view, then redraw once."""
+        """Read and fold whatever arrived, then redraw once (synchronous: on mount and in tests)."""
         if self._events_file_shrank():
             self.tail, self.view = EventTail(self.run_dir / EVENTS_FILE), RunView()
+        self._update(list(self.tail.read_new()))
+
+    def _update(self, events: list[dict]) -> None:
         changed = False
-        for event in self.tail.read_new():
+        for event in events:
             self.view.apply(event)
             changed = True
         self.query_one(LogTail).poll()
@@ -345,6 +374,10 @@ class TrainingScreen(Screen):
         path = str(self.run_dir.resolve())
         self.app.copy_to_clipboard(path)
         self.notify(f"Run folder: {path} (copied to the clipboard)")
+
+    def action_finish(self) -> None:
+        if self.view.ended and self.view.status_word == "completed":
+            self.post_message(self.RunFinished(self.run_dir, self.view.status_word, self.view.end_event or {}))
 
     def action_back(self) -> None:
         if self.view.running:

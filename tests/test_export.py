@@ -1,0 +1,127 @@
+"""Merge (PEFT merge_and_unload, checked against base + adapter), GGUF where the tools are, and the
+try-it generation process with the session's template - on a real finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DEMO_MODEL, ROOT, copy_run
+
+PROBE = "### Instruction:\nReturn the sender's contact information as a JSON object.\n\n### Response:\n"
+
+
+def _logits(model, tokenizer, text=PROBE):
+    import torch
+
+    inputs = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        return model(**inputs).logits.float()
+
+
+@pytest.mark.training
+def test_merge_writes_a_16bit_model_that_answers_like_base_plus_adapter(finished_run, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.export import merge_adapter
+
+    run_dir = copy_run(finished_run, tmp_path / "run")
+    merged = merge_adapter(run_dir)
+    assert merged == run_dir / "merged"
+    assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
+    assert not (run_dir / "merged.partial").exists()
+    report = json.loads((merged / "lora_tui_merge.json").read_text())
+    assert report["dtype"] == "bfloat16" and report["from_4bit"] is False and "16-bit" in report["note"]
+    assert report["top1_agreement"] >= 0.9
+    config = json.loads((merged / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
+
+    # Independently of the merge's own check: a plain transformers load of merged/ against base + adapter.
+    adapter = run_dir / "adapter"
+    base_path = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    reloaded = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    assert not any("lora_" in name for name, _ in reloaded.named_parameters())
+    merged_logits = _logits(reloaded, tokenizer)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    base_logits = _logits(base, tokenizer)
+    tuned_logits = _logits(PeftModel.from_pretrained(base, str(adapter)), tokenizer)
+    adapter_effect = (tuned_logits - base_logits).abs().mean().item()
+    merge_error = (merged_logits - tuned_logits).abs().mean().item()
+    assert adapter_effect > 0.05, "the fixture's adapter should change the model visibly"
+    assert merge_error < 0.25 * adapter_effect, (merge_error, adapter_effect)
+    agreement = (merged_logits.argmax(-1) == tuned_logits.argmax(-1)).float().mean().item()
+    assert agreement >= 0.9
+
+
+def test_merge_refuses_a_run_without_an_adapter(tmp_path):
+    from engine.errors import UserError
+    from engine.export import merge_adapter
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="full fine-tuning run saved the whole model in model/"):
+        merge_adapter(tmp_path)
+    with pytest.raises(UserError, match="no adapter/adapter_config.json"):
+        merge_adapter(tmp_path / "nothing")
+
+
+def test_gguf_export_says_plainly_when_llama_cpp_is_missing(tmp_path, monkeypatch):
+    from engine import export
+    from engine.errors import UserError
+
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "no-llama.cpp"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if export.gguf_converter() is not None:
+        pytest.skip("llama.cpp's converter is on this machine's PATH")
+    assert "not available" in export.gguf_status() and "convert_hf_to_gguf.py" in export.gguf_status()
+    with pytest.raises(UserError, match="GGUF export is not available here"):
+        export.export_gguf(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "engine.export", "gguf", str(tmp_path), "--json"],
+                            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == 2 and "GGUF export is not available here" in json.loads(result.stdout)["error"]
+
+
+# -- try it -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_tokenizer():
+    from engine.models import load_tokenizer
+
+    return load_tokenizer(DEMO_MODEL)
+
+
+def test_prompt_is_rendered_with_the_training_template(demo_tokenizer):
+    from engine.data.templates import Renderer, alpaca_prompt
+    from engine.generate import render_prompt
+
+    bos = Renderer(demo_tokenizer, "instruction", "alpaca").bos
+    prompt = "List three primes."
+    assert render_prompt(demo_tokenizer, "instruction", "alpaca", prompt) == bos + alpaca_prompt(prompt)
+    assert render_prompt(demo_tokenizer, "prompt_completion", "alpaca", prompt) == bos + alpaca_prompt(prompt)
+    chat = demo_tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                              add_generation_prompt=True)
+    assert render_prompt(demo_tokenizer, "instruction", "chat", prompt) == chat
+    assert render_prompt(demo_tokenizer, "messages", "alpaca", prompt) == chat  # conversations: always chat
+    assert render_prompt(demo_tokenizer, "text", "alpaca", prompt) == bos + prompt
+
+
+@pytest.mark.training
+def test_generate_answers_with_base_and_tuned_greedily(finished_run):
+    from engine.data.templates import alpaca_prompt
+
+    prompt = "Return the sender's contact information as a JSON object."
+    command = [sys.executable, "-m", "engine.generate", str(finished_run), "--prompt", prompt, "--max-new-tokens", "24"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    reply = json.loads(first.stdout)  # stdout holds the one JSON object and nothing else
+    assert reply["prompt_text"].endswith(alpaca_prompt(prompt))
+    assert reply["base"] and reply["tuned"] and reply["base"] != reply["tuned"]

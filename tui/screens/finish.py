@@ -1,0 +1,265 @@
+"""The finish screen: what a finished run left, how to use it, merge it, and try it.
+
+Where the adapter is and its size, the exact Python that loads it with PEFT, the session that
+reproduces the run, a merge into a whole model (key m) and a side-by-side "try it" of the base and
+the fine-tuned model. Loading and generating happen in separate processes (engine.export,
+engine.generate) driven from Textual worker threads: this screen never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from engine.events import read_events
+
+ADAPTER_DIR, FULL_MODEL_DIR, MERGED_DIR = "adapter", "model", "merged"
+
+
+def human_size(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GiB"
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def load_snippet(run_dir: Path) -> str:
+    """The Python that loads what the run saved: the adapter through PEFT, or the full model."""
+    adapter, full = run_dir / ADAPTER_DIR, run_dir / FULL_MODEL_DIR
+    if (adapter / "adapter_config.json").is_file() or not full.is_dir():
+        return (
+            "from peft import AutoPeftModelForCausalLM\n"
+            "from transformers import AutoTokenizer\n\n"
+            "# the base model is read from adapter_config.json's base_model_name_or_path\n"
+            f"model = AutoPeftModelForCausalLM.from_pretrained({str(adapter)!r})\n"
+            f"tokenizer = AutoTokenizer.from_pretrained({str(adapter)!r})"
+        )
+    return (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f"model = AutoModelForCausalLM.from_pretrained({str(full)!r})\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({str(full)!r})"
+    )
+
+
+def _end_event(run_dir: Path) -> dict:
+    return next((e for e in reversed(read_events(run_dir)) if e.get("event") == "end"), {})
+
+
+def _summary(run_dir: Path) -> str:
+    events = read_events(run_dir)
+    end = _end_event(run_dir)
+    losses = [e["loss"] for e in events if e.get("event") == "log" and isinstance(e.get("loss"), (int, float))]
+    evals = [e["eval_loss"] for e in events if e.get("event") == "eval" and isinstance(e.get("eval_loss"), (int, float))]
+    parts = [f"{end.get('status', 'unfinished')} at step {end.get('step', '?')}"]
+    runtime = end.get("train_runtime")
+    if isinstance(runtime, (int, float)):
+        minutes, seconds = divmod(int(runtime), 60)
+        parts.append(f"{minutes}:{seconds:02d} training")
+    if len(losses) > 1:
+        parts.append(f"loss {losses[0]:.4f} → {losses[-1]:.4f}")
+    elif losses:
+        parts.append(f"loss {losses[0]:.4f}")
+    if evals:
+        parts.append(f"eval loss {evals[-1]:.4f}")
+    backends = [e.get("backend") for e in events if e.get("event") == "status" and e.get("state") == "loading_model"]
+    if backends:
+        parts.append(f"{backends[-1]} backend")
+    return " · ".join(parts)
+
+
+class FinishScreen(Screen):
+    """A finished run folder: adapter, load snippet, reproduce, merge, try it."""
+
+    CSS_PATH = "../styles/finish.tcss"
+    AUTO_FOCUS = None  # keys m, t, c work at once; t puts the cursor in the prompt
+    BINDINGS = [
+        Binding("m", "merge", "Merge"),
+        Binding("t", "focus_prompt", "Try it"),
+        Binding("c", "copy_snippet", "Copy code"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, run_dir: str | Path, *, name: Optional[str] = None):
+        super().__init__(name=name)
+        self.run_dir = Path(run_dir)  # shown as given; the app passes absolute run folders
+        self.client = None  # engine.generate.TryItClient, started on the first prompt
+        self.merging = False
+
+    # -- layout ------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        run_dir = self.run_dir
+        adapter = run_dir / ADAPTER_DIR
+        saved = adapter if adapter.is_dir() or not (run_dir / FULL_MODEL_DIR).is_dir() else run_dir / FULL_MODEL_DIR
+        kind = "Adapter (PEFT)" if saved.name == ADAPTER_DIR else "Model (full fine-tuning)"
+        with VerticalScroll(id="finish-body"):
+            yield Static(f"Run finished: {_summary(run_dir)}", id="finish-title", markup=False)
+            with Vertical(classes="panel", id="saved-panel") as panel:
+                panel.border_title = kind
+                weights = sorted(saved.glob("*.safetensors")) if saved.is_dir() else []
+                yield Static(f"{saved}  ({human_size(folder_size(saved))} in all)", id="saved-path", markup=False)
+                yield Static(", ".join(f"{w.name} {human_size(w.stat().st_size)}" for w in weights) or "nothing saved yet",
+                             id="saved-weights", classes="muted", markup=False)
+            with Vertical(classes="panel", id="snippet-panel") as panel:
+                panel.border_title = "Load it"
+                panel.border_subtitle = "c copies"
+                yield Static(load_snippet(run_dir), id="snippet", markup=False)
+            with Vertical(classes="panel", id="reproduce-panel") as panel:
+                panel.border_title = "Reproduce"
+                yield Static(f"lora-tui --replay {run_dir / 'session.json'}", id="reproduce", markup=False)
+                yield Static("Point output.dir at a new folder first: a folder that holds a run is never overwritten.",
+                             classes="muted")
+            with Vertical(classes="panel", id="merge-panel") as panel:
+                panel.border_title = "Merged model"
+                panel.border_subtitle = "m merges"
+                yield Static(self._merge_text(), id="merge-status", markup=False)
+                yield Static("", id="gguf-status", classes="muted", markup=False)
+            with Vertical(classes="panel", id="try-panel") as panel:
+                panel.border_title = "Try it"
+                panel.border_subtitle = "greedy, same template as training"
+                yield Input(placeholder="A prompt for both models (enter to generate)", id="prompt")
+                with Horizontal(id="answers"):
+                    with VerticalScroll(classes="answer", id="base-answer") as base:
+                        base.border_title = "Base model"
+                        yield Static("", id="base-text", markup=False)
+                    with VerticalScroll(classes="answer", id="tuned-answer") as tuned:
+                        tuned.border_title = "Fine-tuned"
+                        yield Static("", id="tuned-text", markup=False)
+                yield Static("", id="try-status", classes="muted", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.run_dir)
+        self.check_gguf()
+
+    def on_unmount(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
+    # -- merge -------------------------------------------------------------------------------------
+    def _merge_text(self) -> str:
+        merged = self.run_dir / MERGED_DIR
+        if (merged / "config.json").is_file():
+            note = ""
+            try:
+                note = json.loads((merged / "lora_tui_merge.json").read_text()).get("note", "")
+            except (OSError, ValueError):
+                pass
+            return f"{merged}  ({human_size(folder_size(merged))})" + (f"\n{note}" if note else "")
+        if not (self.run_dir / ADAPTER_DIR).is_dir():
+            return "Full fine-tuning saved a whole model: there is no adapter to merge."
+        return ("Not merged. Press m to merge the adapter into its base model (merged/, the base's 16-bit "
+                "dtype; a QLoRA run's 4-bit base is reloaded unquantized for it).")
+
+    def action_merge(self) -> None:
+        if self.merging:
+            self.notify("The merge is already running.")
+            return
+        if not (self.run_dir / ADAPTER_DIR).is_dir():
+            self.notify("There is no adapter to merge in this run.", severity="warning")
+            return
+        self.merging = True
+        self.query_one("#merge-status", Static).update("Merging in a separate process (loads the base model) ...")
+        self.merge()
+
+    @work(thread=True, exclusive=True, group="merge")
+    def merge(self) -> None:
+        reply = _run_json([sys.executable, "-m", "engine.export", "merge", str(self.run_dir), "--json"], self.run_dir)
+        self.app.call_from_thread(self._merged, reply)
+
+    def _merged(self, reply: dict) -> None:
+        self.merging = False
+        if "error" in reply:
+            self.query_one("#merge-status", Static).update(f"The merge failed: {reply['error']}")
+            self.notify(reply["error"], severity="error", timeout=10)
+            return
+        self.query_one("#merge-status", Static).update(self._merge_text())
+        self.notify(f"Merged model written to {reply['path']}", title="Merged")
+
+    @work(thread=True, group="gguf")
+    def check_gguf(self) -> None:
+        from engine.export import gguf_status
+
+        text = gguf_status()
+        self.app.call_from_thread(self.query_one("#gguf-status", Static).update, text)
+
+    # -- try it ------------------------------------------------------------------------------------
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        prompt = event.value.strip()
+        if not prompt:
+            return
+        self.query_one("#base-text", Static).update("…")
+        self.query_one("#tuned-text", Static).update("…")
+        first = self.client is None
+        self.set_focus(None)  # back to the screen's keys while the answers come
+        self.query_one("#try-status", Static).update(
+            "Loading the models in a separate process, then generating ..." if first else "Generating ...")
+        self.try_prompt(prompt)
+
+    @work(thread=True, exclusive=True, group="try")
+    def try_prompt(self, prompt: str) -> None:
+        from engine.generate import TryItClient
+
+        if self.client is None:
+            self.client = TryItClient(self.run_dir)
+        reply = self.client.ask(prompt)
+        self.app.call_from_thread(self._answered, reply)
+
+    def _answered(self, reply: dict) -> None:
+        status = self.query_one("#try-status", Static)
+        if "error" in reply:
+            self.query_one("#base-text", Static).update("")
+            self.query_one("#tuned-text", Static).update("")
+            status.update(reply["error"])
+            return
+        self.query_one("#base-text", Static).update(reply["base"] or "(no text)")
+        self.query_one("#tuned-text", Static).update(reply["tuned"] or "(no text)")
+        info = self.client.info if self.client else {}
+        layout = "Alpaca layout" if info.get("template") == "alpaca" and info.get("format") != "text" else "chat template"
+        if info.get("format") in ("sharegpt", "messages"):
+            layout = "chat template"
+        status.update(f"Prompt rendered with the {layout} as in training; greedy decoding.")
+
+    # -- other keys --------------------------------------------------------------------------------
+    def action_copy_snippet(self) -> None:
+        self.app.copy_to_clipboard(load_snippet(self.run_dir))
+        self.notify("The load code is on the clipboard.")
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+        else:
+            self.app.exit()
+
+
+def _run_json(command: list[str], run_dir: Path) -> dict:
+    """Run an engine command that prints one JSON object last; its stderr goes to the run's export.log."""
+    import os
+
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    try:
+        with open(run_dir / "export.log", "ab") as log:
+            result = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError) as exc:
+        return {"error": f"{command[2]} {command[3]} did not answer ({exc}); see {run_dir / 'export.log'}."}

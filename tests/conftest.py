@@ -64,18 +64,20 @@ def demo_model_path() -> str:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> Path:
     """One real finished LoRA run (peft backend, 2 steps at a high learning rate so the adapter
-    visibly changes the model), shared by the export, try-it and finish-screen tests. Tests that
-    write into a run folder copy it first (see copy_run)."""
+    visibly changes the model, output.save_merged on), shared by the export, try-it and
+    finish-screen tests. Tests that write into a run folder copy it first (see copy_run)."""
     tmp = tmp_path_factory.mktemp("finished")
-    session = small_session(tmp, backend="peft", training__max_steps=2, training__learning_rate=5e-3)
+    session = small_session(tmp, backend="peft", training__max_steps=2, training__learning_rate=5e-3,
+                            output__save_merged=True)
     result = run_cli("--replay", str(write_session(tmp, session)))
     assert result.returncode == 0, result.stderr + result.stdout[-2000:]
     return tmp / "run"
 
 
 def copy_run(run_dir: Path, target: Path) -> Path:
-    """A finished run folder without its checkpoints (the adapter names its base by absolute path)."""
+    """A finished run folder without its checkpoints and merged model (the adapter names its base
+    by absolute path, so the copy still loads)."""
     import shutil
 
-    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("checkpoint-*"))
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("checkpoint-*", "merged*"))
     return target

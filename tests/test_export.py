@@ -61,6 +61,18 @@ def test_merge_writes_a_16bit_model_that_answers_like_base_plus_adapter(finished
     assert agreement >= 0.9
 
 
+@pytest.mark.training
+def test_save_merged_merges_after_training_in_the_worker(finished_run):
+    from tests.conftest import events_of
+
+    end = events_of(finished_run)[-1]
+    assert end["event"] == "end" and end["status"] == "completed"
+    assert end["adapter_dir"] == str(finished_run / "adapter") and end["merged_dir"] == str(finished_run / "merged")
+    assert "16-bit (bf16)" in end["merged_note"] and "merge_error" not in end
+    assert any(e["event"] == "status" and e.get("state") == "merging" for e in events_of(finished_run))
+    assert (finished_run / "merged" / "config.json").is_file() and (finished_run / "adapter").is_dir()
+
+
 def test_merge_refuses_a_run_without_an_adapter(tmp_path):
     from engine.errors import UserError
     from engine.export import merge_adapter

@@ -113,3 +113,12 @@ def test_auto_falls_back_to_peft_when_unsloth_cannot_start(tmp_path, monkeypatch
     assert loading == ["peft"]  # the Unsloth worker died at import, before loading anything
     assert events[-1]["event"] == "end" and events[-1]["status"] == "completed" and events[-1]["step"] == STEPS
     assert _loads_with_peft(tmp_path / "run" / "adapter") > 0
+
+    # ... and the dashboard says so, from the same events.
+    from tui.screens.training import RunView
+
+    view = RunView()
+    for event in events:
+        view.apply(event)
+    assert view.status_word == "completed"
+    assert any("falling back to the peft backend" in note for note in view.notes)

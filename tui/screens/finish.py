@@ -149,7 +149,10 @@ class FinishScreen(Screen):
     def on_unmount(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            client.close()
+            # Off the event loop: a generation in progress finishes (or is killed) before it exits.
+            import threading
+
+            threading.Thread(target=client.close, name="try-it-close", daemon=True).start()
 
     # -- merge -------------------------------------------------------------------------------------
     def _merge_text(self) -> str:
@@ -196,7 +199,10 @@ class FinishScreen(Screen):
         from engine.export import gguf_status
 
         text = gguf_status()
-        self.app.call_from_thread(self.query_one("#gguf-status", Static).update, text)
+        self.app.call_from_thread(self._show_gguf, text)
+
+    def _show_gguf(self, text: str) -> None:
+        self.query_one("#gguf-status", Static).update(text)
 
     # -- try it ------------------------------------------------------------------------------------
     def action_focus_prompt(self) -> None:
@@ -233,10 +239,14 @@ class FinishScreen(Screen):
         self.query_one("#base-text", Static).update(reply["base"] or "(no text)")
         self.query_one("#tuned-text", Static).update(reply["tuned"] or "(no text)")
         info = self.client.info if self.client else {}
-        layout = "Alpaca layout" if info.get("template") == "alpaca" and info.get("format") != "text" else "chat template"
-        if info.get("format") in ("sharegpt", "messages"):
-            layout = "chat template"
-        status.update(f"Prompt rendered with the {layout} as in training; greedy decoding.")
+        fmt, template = info.get("format"), info.get("template")
+        if fmt == "text":
+            layout = "no template (plain text, as in training)"
+        elif template == "chat" or fmt in ("sharegpt", "messages"):
+            layout = "the model's chat template, as in training"
+        else:
+            layout = "the Alpaca layout, as in training"
+        status.update(f"Prompt rendered with {layout}; greedy decoding.")
 
     # -- other keys --------------------------------------------------------------------------------
     def action_copy_snippet(self) -> None:

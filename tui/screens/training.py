@@ -29,6 +29,7 @@ from tui.widgets.loss_chart import LossChart
 from tui.widgets.stat_panel import StatPanel
 
 TICK_SECONDS = 0.25  # 4 Hz: smooth enough to watch, cheap enough to leave the worker every core
+MAX_EVENTS_PER_TICK = 1000
 CHART_SECONDS = 1.0
 MEMORY_POLL_SECONDS = 2.0
 STOP_WAIT_SECONDS = 300.0  # how long a remedy waits for the old run to checkpoint and end
@@ -140,6 +141,11 @@ class RunView:
         self.notes.append(str(event.get("message", "Retrying.")))
         self.status_word, self.status_detail = "retrying", str(event.get("message", ""))
 
+    def _on_fallback(self, event: dict) -> None:
+        # backend "auto": Unsloth could not start, the supervisor restarted on the peft backend.
+        self.notes.append(str(event.get("message", "Unsloth cannot start here; falling back to the peft backend.")))
+        self.status_word, self.status_detail = "starting", "on the peft backend"
+
     def _on_error(self, event: dict) -> None:
         self.status_word, self.status_detail = "failed", str(event.get("message", ""))
 
@@ -246,10 +252,16 @@ class TrainingScreen(Screen):
     # -- the tick -------------------------------------------------------------------------------
     _reading = False
 
+    _pending: list = []
+
     def _tick(self) -> None:
         # Reading and parsing JSON lines is the part of a tick that grows with a fast run's event
         # rate, so it happens in a thread; folding into the view and redrawing stay here, once.
-        if not self._reading:
+        # A backlog (opening a long run) is folded MAX_EVENTS_PER_TICK at a time, so no tick is long.
+        if self._pending:
+            batch, self._pending = self._pending[:MAX_EVENTS_PER_TICK], self._pending[MAX_EVENTS_PER_TICK:]
+            self._update(batch)
+        elif not self._reading:
             self._reading = True
             self._read_in_thread()
 
@@ -266,14 +278,16 @@ class TrainingScreen(Screen):
     def _fold(self, tail: EventTail, shrank: bool, events: list[dict]) -> None:
         self._reading = False
         if shrank:
-            self.tail, self.view = tail, RunView()
-        self._update(events)
+            self.tail, self.view, self._pending = tail, RunView(), []
+        self._pending = self._pending + events
+        self._tick()
 
     def refresh_from_events(self) -> None:
         """Read and fold whatever arrived, then redraw once (synchronous: on mount and in tests)."""
         if self._events_file_shrank():
-            self.tail, self.view = EventTail(self.run_dir / EVENTS_FILE), RunView()
-        self._update(list(self.tail.read_new()))
+            self.tail, self.view, self._pending = EventTail(self.run_dir / EVENTS_FILE), RunView(), []
+        events, self._pending = self._pending + list(self.tail.read_new()), []
+        self._update(events)
 
     def _update(self, events: list[dict]) -> None:
         changed = False

@@ -29,8 +29,18 @@ def wizard_at(step: str):
         if step != "hardware":
             app.goto(step, check=False)
         await settle(pilot)
+        steady_cursors(app)
 
     return run_before
+
+
+def steady_cursors(app) -> None:
+    """A blinking input cursor would make a snapshot depend on the moment it is taken."""
+    from textual.widgets import Input
+
+    for screen in app.screen_stack:
+        for field in screen.query(Input):
+            field.cursor_blink = False
 
 
 def demo_app() -> LoraTuiApp:
@@ -57,6 +67,7 @@ def test_method_parts_shown(snap_compare):
         await wizard_at("method")(pilot)
         await pilot.press("ctrl+g")
         await pilot.pause()
+        steady_cursors(pilot.app)
 
     assert snap_compare(demo_app(), terminal_size=WIDE, run_before=run_before)
 

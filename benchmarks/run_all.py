@@ -48,7 +48,7 @@ def _find(pattern: str, output: str) -> Optional[float]:
 def _overhead(data, output):
     if not data:
         return "no result", None
-    return f"lora-tui / bare tokens/s {data['ratio']:.3f}", data["ratio"] >= 0.97
+    return f"lora-tui / bare throughput {data['ratio']:.3f}", data["ratio"] >= 0.97
 
 
 def _paint(data, output):

@@ -263,17 +263,21 @@ class TrainingScreen(Screen):
             self._update(batch)
         elif not self._reading:
             self._reading = True
-            self._read_in_thread()
+            self._read_in_thread(self.app)
 
     @work(thread=True, group="events")
-    def _read_in_thread(self) -> None:
+    def _read_in_thread(self, app) -> None:
+        # `app` comes from the event loop: `self.app` is not reliable in a thread once it closes.
         try:
             shrank = self._events_file_shrank()
             tail = EventTail(self.run_dir / EVENTS_FILE) if shrank else self.tail
             events = list(tail.read_new())
         except Exception:
             shrank, tail, events = False, self.tail, []
-        self.app.call_from_thread(self._fold, tail, shrank, events)
+        try:
+            app.call_from_thread(self._fold, tail, shrank, events)
+        except RuntimeError:  # NoActiveAppError too: the app closed while this read was in flight
+            pass
 
     def _fold(self, tail: EventTail, shrank: bool, events: list[dict]) -> None:
         self._reading = False

@@ -69,17 +69,21 @@ class LossChart(PlotextPlot):
                 return
             self._building = True
         key = (self.size.width, self.size.height, self._get_plotext_theme_name(self.app.theme))
-        self._build(key, list(self._train), list(self._evals))
+        self._build(self.app, key, list(self._train), list(self._evals))
 
     @work(thread=True, group="loss-chart")
-    def _build(self, key: tuple, train: list, evals: list) -> None:
+    def _build(self, app, key: tuple, train: list, evals: list) -> None:
+        # `app` comes from the event loop: `self.app` is not reliable in a thread once it closes.
         try:
-            lines = self._strips(key, self._figure(key, train, evals))
+            lines = self._strips(app, key, self._figure(key, train, evals))
         finally:
             with self._lock:
                 self._building = False
                 again, self._again = self._again, False
-        self.app.call_from_thread(self._built, key, lines, again)
+        try:
+            app.call_from_thread(self._built, key, lines, again)
+        except RuntimeError:
+            pass  # the app closed while this thread drew
 
     def _built(self, key: tuple, lines: list[Strip], again: bool) -> None:
         self._lines, self._rendered_key = lines, key
@@ -112,10 +116,10 @@ class LossChart(PlotextPlot):
         plt.theme(theme)
         return Text.from_ansi(plt.build())
 
-    def _strips(self, key: tuple, text: Text) -> list[Strip]:
+    def _strips(self, app, key: tuple, text: Text) -> list[Strip]:
         width, height, _ = key
-        options = self.app.console.options.update_dimensions(width, height)
-        lines = self.app.console.render_lines(text, options, pad=True)
+        options = app.console.options.update_dimensions(width, height)
+        lines = app.console.render_lines(text, options, pad=True)
         return [Strip(Segment.simplify(line)).adjust_cell_length(width) for line in lines[:height]]
 
     def render_line(self, y: int) -> Strip:

@@ -114,10 +114,8 @@ class Supervisor:
             (self.run_dir / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
 
     def _apply_oom_remedy(self) -> str | None:
-        try:
-            from engine.remedies import apply_remedy, cheapest_oom_remedy
-        except ImportError:
-            return None
+        from engine.remedies import apply_remedy, cheapest_oom_remedy
+
         remedy = cheapest_oom_remedy(self.session)
         if remedy is None:
             return None

@@ -90,12 +90,12 @@ class TrainingRun:
         # The dataset arrives tokenized with a completion_mask; TRL turns it into labels.
         kwargs["completion_only_loss"] = session.dataset.completion_only_loss
         config = SFTConfig(**kwargs)
-        try:
-            from engine.diagnostics import Diagnostician
+        from engine.diagnostics import Diagnostician
 
-            diagnostician = Diagnostician(session)
-        except ImportError:
-            diagnostician = None
+        report = data.report
+        diagnostician = Diagnostician(
+            session, example=report.examples[0].marked() if report.examples else None, train_rows=report.train_rows,
+        )
         # A backend may bring its own SFTTrainer (the peft backend's CPU loss; see peft_backend.trainer_class).
         trainer_class = self.backend.trainer_class() if hasattr(self.backend, "trainer_class") else SFTTrainer
         trainer = trainer_class(

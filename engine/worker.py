@@ -119,14 +119,10 @@ def _report_oom(run_dir: Path, events, exc: BaseException, step: int | None) -> 
     from engine.session import load_session
 
     session = load_session(run_dir / "session.json")
-    try:
-        from engine.diagnostics import oom_finding
+    from engine.diagnostics import oom_finding
 
-        finding = oom_finding(session, step, _one_line(exc))
-        if finding:
-            events.emit("finding", **{k: v for k, v in finding.items() if k not in ("event", "time")})
-    except ImportError:
-        pass
+    finding = oom_finding(session, step, _one_line(exc))
+    events.emit("finding", **{k: v for k, v in finding.items() if k not in ("event", "time")})
     at = f"at step {step}" if step else "before the first step"
     events.emit("error", kind="oom", step=step, message=f"Out of memory {at}: {_one_line(exc)}")
 

@@ -85,7 +85,7 @@ def test_full_finetuning_saves_a_whole_model(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_carries_on(tmp_path):
-    session = small_session(tmp_path, training__max_steps=10, training__save_steps=100)
+    session = small_session(tmp_path, training__max_steps=6, training__save_steps=100)
     path = write_session(tmp_path, session)
     run_dir = tmp_path / "run"
     process = subprocess.Popen([*LORA_TUI, "--replay", str(path)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -100,7 +100,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_carries_on(tmp_path):
     end = events_of(run_dir)[-1]
     assert end["event"] == "end" and end["status"] == "stopped"
     stopped_at = end["step"]
-    assert 2 <= stopped_at < 10
+    assert 2 <= stopped_at < 6
     assert (run_dir / f"checkpoint-{stopped_at}" / "trainer_state.json").exists()  # save_steps=100: only the stop saved
 
     again = run_cli("--replay", str(path))
@@ -112,5 +112,5 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_carries_on(tmp_path):
     starts = [e for e in events if e["event"] == "start"]
     assert len(starts) == 2 and starts[1]["step"] == stopped_at and starts[1]["resume_from"].endswith(f"checkpoint-{stopped_at}")
     later_logs = [e["step"] for e in events[events.index(starts[1]):] if e["event"] == "log"]
-    assert later_logs[0] == stopped_at + 1 and later_logs[-1] == 10
+    assert later_logs[0] == stopped_at + 1 and later_logs[-1] == 6
     assert events[-1]["event"] == "end" and events[-1]["status"] == "completed"

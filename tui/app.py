@@ -34,19 +34,24 @@ class Budget:
     planned: bool  # True when planning for hardware that is not this machine's
 
 
-def _screen_class(step: str):
-    # Imported on demand: each screen module pulls only Textual and the engine's light modules.
-    from tui.screens import dataset, hardware, hyperparameters, method, model, review, target_modules
+# step -> (module under tui.screens, class); a step's module is imported when it is first shown,
+# so the first screen does not wait for the other six.
+_STEP_SCREENS = {
+    "hardware": ("hardware", "HardwareScreen"),
+    "model": ("model", "ModelScreen"),
+    "method": ("method", "MethodScreen"),
+    "target_modules": ("target_modules", "TargetModulesScreen"),
+    "dataset": ("dataset", "DatasetScreen"),
+    "hyperparameters": ("hyperparameters", "HyperparametersScreen"),
+    "review": ("review", "ReviewScreen"),
+}
 
-    return {
-        "hardware": hardware.HardwareScreen,
-        "model": model.ModelScreen,
-        "method": method.MethodScreen,
-        "target_modules": target_modules.TargetModulesScreen,
-        "dataset": dataset.DatasetScreen,
-        "hyperparameters": hyperparameters.HyperparametersScreen,
-        "review": review.ReviewScreen,
-    }[step]
+
+def _screen_class(step: str):
+    import importlib
+
+    module, name = _STEP_SCREENS[step]
+    return getattr(importlib.import_module(f"tui.screens.{module}"), name)
 
 
 class LoraTuiApp(App[int]):

@@ -58,6 +58,42 @@ async def shoot(profile: str, shots: list[tuple[str, str]], extra=None) -> list[
     return saved
 
 
+async def shoot_run_screens() -> list[Path]:
+    """The dashboard on a recorded memorisation run (overfitting found) and the finish screen on a
+    recorded finished run; both read copies of the fixtures under tests/fixtures/events/."""
+    import shutil
+
+    from textual.app import App
+
+    from tui.screens.finish import FinishScreen
+    from tui.screens.training import TrainingScreen
+
+    fixtures = ROOT / "tests" / "fixtures" / "events"
+    runs = Path(tempfile.gettempdir()) / "lora-tui-shots" / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
+    saved = []
+    for fixture, name, make in (
+        ("memorise", "08-training.svg", lambda d: TrainingScreen(d, probe_system=False)),
+        ("finished", "09-finish.svg", lambda d: FinishScreen(d)),
+    ):
+        run_dir = runs / fixture
+        shutil.copytree(fixtures / fixture, run_dir)
+
+        class Viewer(App):
+            CSS_PATH = str(ROOT / "tui" / "styles" / "app.tcss")
+
+            def on_mount(self) -> None:
+                self.push_screen(make(run_dir))
+
+        app = Viewer()
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.pause(1.0)  # the chart draws off the event loop
+            await settle(pilot)
+            saved.append(Path(app.save_screenshot(name, str(OUT))))
+    return saved
+
+
 async def main() -> int:
     OUT.mkdir(exist_ok=True)
     os.chdir(ROOT)  # paths show relative to the project, as a person running `make demo` sees them
@@ -69,6 +105,7 @@ async def main() -> int:
     saved = await shoot("rtx4090.json", [(s, f"{i + 1:02d}-{s.replace('_', '-')}.svg") for i, s in enumerate(STEPS)])
     saved += await shoot("rtx4090.json", [("method", "03b-method-parts.svg")], extra={"method": show_parts})
     saved += await shoot("cpu_only.json", [("hardware", "01b-hardware-cpu-only.svg"), ("method", "03c-method-cpu-only.svg")])
+    saved += await shoot_run_screens()
     for path in saved:
         print(path.relative_to(ROOT))
     return 0

@@ -48,16 +48,13 @@ def preflight(session: Session) -> PreflightReport:
     data = prepare_dataset(session.dataset, tokenizer, session.model.max_seq_length, seed=session.training.seed)
     out("")
     out(data.report.format_report())
-    if info is not None:
-        _check_memory(info, session, report)
+    _check_memory(info, session, report)
     return report
 
 
 def _inspect(model_path: str, session: Session, report: PreflightReport):
-    try:
-        from engine.architecture import count_trainable_params, inspect_model
-    except ImportError:
-        return None
+    from engine.architecture import count_trainable_params, inspect_model
+
     info = inspect_model(model_path, trust_remote_code=session.model.trust_remote_code)
     report.lines.append(
         f"Architecture: {info.architecture}, {info.params:,} parameters, {info.num_layers} layers, "
@@ -79,11 +76,9 @@ def _inspect(model_path: str, session: Session, report: PreflightReport):
 
 
 def _check_memory(info, session: Session, report: PreflightReport) -> None:
-    try:
-        from engine.hardware import probe_hardware
-        from engine.memory import estimate_memory
-    except ImportError:
-        return
+    from engine.hardware import probe_hardware
+    from engine.memory import estimate_memory
+
     t = session.training
     hardware = probe_hardware()
     estimate = estimate_memory(

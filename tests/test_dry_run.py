@@ -1,0 +1,42 @@
+"""`lora-tui --replay s.json --dry-run`: everything a run needs is checked and reported; nothing
+is trained and nothing is written to the run folder."""
+
+from __future__ import annotations
+
+from tests.conftest import run_cli, small_session, write_session
+
+
+def test_dry_run_reports_model_data_and_memory(tmp_path):
+    session = small_session(tmp_path, dataset__eval_fraction=0.1)
+    result = run_cli("--replay", str(write_session(tmp_path, session)), "--dry-run", timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Architecture: LlamaForCausalLM, 134,515,008 parameters, 30 layers" in out
+    assert "LoRA: r 8 on q_proj" in out and "trainable parameters" in out
+    assert "format:     instruction (detected)" in out
+    assert "split:      360 train, 40 eval" in out
+    assert "tokens/row: min" in out and "truncation:" in out
+    assert "### Response:\n  │ ▶{\"name\": " in out  # the trained part is marked in the rendered example
+    assert "Memory: estimated peak" in out
+    assert out.rstrip().endswith("Dry run OK: the session is ready to train.")
+    assert not (tmp_path / "run").exists()
+    assert result.stderr.strip() == ""  # no library chatter on the person's terminal
+
+
+def test_dry_run_refuses_a_module_the_model_lacks(tmp_path):
+    session = small_session(tmp_path, lora__target_modules=["q_proj", "qkv_proj"])
+    result = run_cli("--replay", str(write_session(tmp_path, session)), "--dry-run", timeout=600)
+    assert result.returncode == 2
+    assert "qkv_proj" in result.stderr and "q_proj, k_proj, v_proj, o_proj" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_replay_of_a_malformed_dataset_is_one_line_naming_the_line(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n')
+    session = small_session(tmp_path, dataset__path=str(data))
+    result = run_cli("--replay", str(write_session(tmp_path, session)), timeout=300)
+    assert result.returncode == 2
+    assert str(data) in result.stderr and "line 2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

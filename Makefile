@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/lora-tui --model $(DEMO_MODEL) --dataset data/demo/extract_contacts.jsonl
 
 test: setup
-	$(BIN)/python -m pytest -q --timeout=900 tests
+	$(BIN)/python -m pytest -q --timeout=900 --durations=15 tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not training" tests

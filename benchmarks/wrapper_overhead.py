@@ -4,7 +4,7 @@
 
 Both sides train the same session (the demo model, the demo rows tokenized the same way, LoRA r 16
 on all seven projections, the same SFTConfig and steps) in their own fresh process, alternately
-(A B A B ...) so that drift in a shared machine's load falls on both. Throughput is measured over
+(A B B A ...) so that drift in a shared machine's load falls on both. Throughput is measured over
 the steady state: from the log at step `skip` to the last log, so model loading, data preparation
 and the first steps are left out on both sides. lora-tui's figures come from its events.jsonl
 (`time`, `tokens_seen`), the bare script's from a TrainerCallback at the same log points (TRL's
@@ -51,7 +51,8 @@ def measure(steps: int, skip: int, pairs: int, batch_size: int, max_seq_length: 
             model: str = DEMO_MODEL) -> dict:
     rows = []
     for pair in range(pairs):
-        for side in ("lora-tui", "bare"):
+        # A B, then B A: a load that drifts steadily over the runs falls on both sides equally.
+        for side in ("lora-tui", "bare") if pair % 2 == 0 else ("bare", "lora-tui"):
             name = f"{side}-{pair}"
             session = make_session(work / name, model=model, steps=steps, batch_size=batch_size,
                                    max_seq_length=max_seq_length)
@@ -70,12 +71,14 @@ def measure(steps: int, skip: int, pairs: int, batch_size: int, max_seq_length: 
                                  tokens_per_second=speed.tokens_per_second, peak_rss_gb=result["peak_rss_gb"],
                                  wall_seconds=result["wall_seconds"]))
             print(f"  {name:<11} {rows[-1]['tokens_per_second']:9.1f} tokens/s over steps {skip}..{steps}", flush=True)
-    # One ratio per adjacent pair: each lora-tui run against the bare run right after it. Both train
+    # One ratio per pair: the lora-tui run against the bare run next to it. Both train
     # the same batches step for step (same rows, seed and order), so the throughput ratio is the
     # ratio of steps per second over the same steps. The token counts are not used for it: lora-tui
     # counts a batch when its collator builds it, and accelerate's dataloader builds one batch
     # ahead, so its window is shifted by one batch against TRL's count (a few tokens either way).
-    ratios = [(a["steps"] / a["seconds"]) / (b["steps"] / b["seconds"]) for a, b in zip(rows[0::2], rows[1::2])]
+    by_pair = {(r["pair"], r["side"]): r for r in rows}
+    ratios = [(a["steps"] / a["seconds"]) / (b["steps"] / b["seconds"])
+              for a, b in ((by_pair[(p, "lora-tui")], by_pair[(p, "bare")]) for p in range(pairs))]
     return {"rows": rows, "pair_ratios": ratios, "ratio": median(ratios),
             "same_steps": len({r["steps"] for r in rows}) == 1}
 

@@ -78,6 +78,23 @@ class StepScreen(Screen):
         sentence that says what is missing, which keeps the person on this step."""
         return None
 
+    def parsed_field(self, event):
+        """(field, section, name, value) for a FormField's Input.Changed, or None when the text
+        does not parse (the field then shows why) or the input is not a form field."""
+        from engine.wizard_state import parse_field
+        from tui.widgets.field import FormField
+
+        field = next((f for f in self.query(FormField) if f.input is event.input), None)
+        if field is None:
+            return None
+        section, name = field.field_id.split("-", 1)
+        try:
+            value = parse_field(section, name, event.value)
+        except ValueError as error:
+            field.show_error(str(error))
+            return None
+        return field, section, name, value
+
     def say(self, message: str = "", error: bool = False) -> None:
         """The step's status line, just above the footer."""
         line = self.query_one("#step-message", Static)

@@ -137,15 +137,10 @@ class HyperparametersScreen(StepScreen):
         return None
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        field = next((f for f in self.query(FormField) if f.input is event.input), None)
-        if field is None:
+        parsed = self.parsed_field(event)
+        if parsed is None:
             return
-        section, name = field.field_id.split("-", 1)
-        try:
-            value = parse_field(section, name, event.value)
-        except ValueError as error:
-            field.show_error(str(error))
-            return
+        field, section, name, value = parsed
         field.show_error(self._apply(section, name, value))
         self._sync_preset()
         self._summarise()

@@ -251,15 +251,10 @@ class MethodScreen(StepScreen):
         self.query_one("#field-lora-r", FormField).disabled = self.wizard.session.method == "full"
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        field = next((f for f in self.query(FormField) if f.input is event.input), None)
-        if field is None:
+        parsed = self.parsed_field(event)
+        if parsed is None:
             return
-        section, name = field.field_id.split("-", 1)
-        try:
-            value = parse_field(section, name, event.value)
-        except ValueError as error:
-            field.show_error(str(error))
-            return
+        field, section, name, value = parsed
         field.show_error(None)
         data = self.wizard.session.to_dict()
         data[section][name] = value

@@ -22,22 +22,23 @@ def _kinds(events):
 
 def test_lora_trains_loss_falls_and_the_adapter_changes_the_model(tmp_path):
     session = small_session(
-        tmp_path, training__max_steps=24, training__per_device_train_batch_size=4, training__learning_rate=1e-3,
+        tmp_path, training__max_steps=12, training__per_device_train_batch_size=4, training__learning_rate=1e-3,
     )
     result = run_cli("--replay", str(write_session(tmp_path, session)))
     assert result.returncode == 0, result.stderr + result.stdout[-2000:]
-    assert "step 1/24 | loss" in result.stdout and "ETA" in result.stdout and "tok/s" in result.stdout
+    assert "step 1/12 | loss" in result.stdout and "ETA" in result.stdout and "tok/s" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
     run_dir = tmp_path / "run"
     events = events_of(run_dir)
     assert {"start", "log", "checkpoint", "end"} <= set(_kinds(events))
     logs = [e for e in events if e["event"] == "log"]
-    assert [e["step"] for e in logs] == list(range(1, 25))
+    assert [e["step"] for e in logs] == list(range(1, 13))
     assert all(e["tokens_per_second"] > 0 for e in logs[1:])
     losses = [e["loss"] for e in logs]
-    first, last = sum(losses[:4]) / 4, sum(losses[-6:]) / 6
-    assert last < 0.7 * first, f"loss did not fall enough: {losses}"
+    # Measured here: 0.72 0.51 0.53 0.20 ... 0.13 0.07 0.07 0.10 (the JSON schema is learnt fast).
+    first, last = sum(losses[:3]) / 3, sum(losses[-4:]) / 4
+    assert last < 0.6 * first, f"loss did not fall enough: {losses}"
 
     adapter = run_dir / "adapter"
     config = json.loads((adapter / "adapter_config.json").read_text())

@@ -254,7 +254,8 @@ async def test_a_burst_of_events_is_one_redraw_and_a_restart_resets_the_view(tmp
         for step in range(1, 501):
             writer.emit("log", step=step, loss=2.0 + math.exp(-step / 50), learning_rate=2e-4, total_steps=1000)
         screen.refresh_from_events()
-        assert shows == [500]  # 501 events, one redraw
+        # 501 events, one redraw (two when the screen's own timer tick lands mid-burst on a busy machine)
+        assert shows[-1] == 500 and len(shows) <= 2, shows
         assert screen.view.step == 500 and len(screen.view.train) == 500
         # a fresh start in the same folder (a remedy restarted it) replaces the old curve
         writer.emit("start", total_steps=200, step=0, resume_from=None, pid=None)

@@ -70,16 +70,8 @@ def load(session, model_path: str):
             use_gradient_checkpointing=_gradient_checkpointing(session),
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    lora = session.lora
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,
-        lora_dropout=lora.lora_dropout,
-        bias=lora.bias,
-        target_modules=list(lora.target_modules),
-        use_rslora=lora.use_rslora,
-        task_type="CAUSAL_LM",
-    )
+    # The session's lora block uses LoraConfig's field names, so it maps one to one.
+    config = LoraConfig(**session.lora.model_dump(), task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
     return model, tokenizer
 

@@ -23,15 +23,9 @@ def load(session, model_path: str):
         trust_remote_code=session.model.trust_remote_code,
     )
     if not full:
-        lora = session.lora
         model = FastLanguageModel.get_peft_model(
             model,
-            r=lora.r,
-            lora_alpha=lora.lora_alpha,
-            lora_dropout=lora.lora_dropout,
-            bias=lora.bias,
-            target_modules=list(lora.target_modules),
-            use_rslora=lora.use_rslora,
+            **session.lora.model_dump(),  # the session's lora block uses LoraConfig's field names
             use_gradient_checkpointing=session.training.gradient_checkpointing,
             random_state=session.training.seed,
         )

@@ -9,6 +9,7 @@ A remedy key applies the remedy to the run's session, saves it, and restarts or 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,12 @@ class TrainingScreen(Screen):
         self._shown_findings: list = []
         self._shown_notes: list = []
         self._busy = False
+        # The events file is read by a worker thread on each tick, and synchronously on mount and
+        # after a restart. Reading and queueing happen under one lock, so events reach the view in
+        # file order whoever read them.
+        self._read_lock = threading.Lock()
+        self._pending: list[dict] = []
+        self._fresh_view = False  # the file was replaced: start the view again before the queue
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -252,45 +259,58 @@ class TrainingScreen(Screen):
     # -- the tick -------------------------------------------------------------------------------
     _reading = False
 
-    _pending: list = []
-
     def _tick(self) -> None:
         # Reading and parsing JSON lines is the part of a tick that grows with a fast run's event
         # rate, so it happens in a thread; folding into the view and redrawing stay here, once.
         # A backlog (opening a long run) is folded MAX_EVENTS_PER_TICK at a time, so no tick is long.
-        if self._pending:
-            batch, self._pending = self._pending[:MAX_EVENTS_PER_TICK], self._pending[MAX_EVENTS_PER_TICK:]
+        if not self._read_lock.acquire(blocking=False):
+            return  # a read is queueing events right now: the next tick folds them
+        try:
+            batch = self._take_pending(MAX_EVENTS_PER_TICK)
+        finally:
+            self._read_lock.release()
+        if batch:
             self._update(batch)
         elif not self._reading:
             self._reading = True
             self._read_in_thread(self.app)
 
+    def _read_new_events(self) -> None:
+        """Queue what the file gained since the last read (the caller holds the read lock)."""
+        if self._events_file_shrank():  # replaced by a shorter file: read it from the start
+            self.tail, self._pending, self._fresh_view = EventTail(self.run_dir / EVENTS_FILE), [], True
+        self._pending.extend(self.tail.read_new())
+
+    def _take_pending(self, limit: Optional[int] = None) -> list[dict]:
+        """Up to `limit` queued events, oldest first (the caller holds the read lock)."""
+        if self._fresh_view:
+            self.view, self._fresh_view = RunView(), False
+        count = len(self._pending) if limit is None else limit
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        return batch
+
     @work(thread=True, group="events")
     def _read_in_thread(self, app) -> None:
         # `app` comes from the event loop: `self.app` is not reliable in a thread once it closes.
         try:
-            shrank = self._events_file_shrank()
-            tail = EventTail(self.run_dir / EVENTS_FILE) if shrank else self.tail
-            events = list(tail.read_new())
+            with self._read_lock:
+                self._read_new_events()
         except Exception:
-            shrank, tail, events = False, self.tail, []
+            pass  # an unreadable file now is read again on the next tick
         try:
-            app.call_from_thread(self._fold, tail, shrank, events)
+            app.call_from_thread(self._after_read)
         except RuntimeError:  # NoActiveAppError too: the app closed while this read was in flight
             pass
 
-    def _fold(self, tail: EventTail, shrank: bool, events: list[dict]) -> None:
+    def _after_read(self) -> None:
         self._reading = False
-        if shrank:
-            self.tail, self.view, self._pending = tail, RunView(), []
-        self._pending = self._pending + events
         self._tick()
 
     def refresh_from_events(self) -> None:
         """Read and fold whatever arrived, then redraw once (synchronous: on mount and in tests)."""
-        if self._events_file_shrank():
-            self.tail, self.view, self._pending = EventTail(self.run_dir / EVENTS_FILE), RunView(), []
-        events, self._pending = self._pending + list(self.tail.read_new()), []
+        with self._read_lock:  # waits for a read in flight: its events come first
+            self._read_new_events()
+            events = self._take_pending()
         self._update(events)
 
     def _update(self, events: list[dict]) -> None:

@@ -1,24 +1,28 @@
-"""The wizard's memory: the session in progress, saved after every step, and the presets.
+"""The wizard's memory: the session in progress, saved after every step.
 
 The session in progress is a real, valid session file (`state_dir()/last_session.json`) with
 absolute paths, so a person whose SSH drops finds it again, and can even `--replay` it once it is
 complete. Where the wizard stood (the step, the GPU being planned for) lives beside it in
 `wizard.json`, because those are not part of a session. No Textual here: the TUI calls these.
+
+This module is on the wizard's start-up path, so it does not import the schema (pydantic and the
+session models cost ~150 ms, a third of a bare Textual app's start): a draft may hold the session
+as plain data, validated on first use, after the first screen is drawn. Editing a session field by
+field lives in `engine.session_edits`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from engine.errors import SessionError
+from engine.paths import atomic_write_text, state_dir
 
-from engine.errors import SessionError, UserError
-from engine.paths import PRESETS_DIR, atomic_write_text, state_dir
-from engine.session import DatasetSection, Session, load_session, save_session, session_from_dict
+if TYPE_CHECKING:
+    from engine.session import Session
 
 # The wizard's steps, in order. Names are stable: they are screen names, palette entries and the
 # `step` saved in wizard.json.
@@ -34,7 +38,6 @@ STEP_TITLES = {
 }
 LAST_SESSION_FILE = "last_session.json"
 POSITION_FILE = "wizard.json"
-PRESETS_FILE = "hyperparameters.json"
 
 
 def last_session_path() -> Path:
@@ -45,16 +48,46 @@ def position_path() -> Path:
     return state_dir() / POSITION_FILE
 
 
-@dataclass
 class WizardDraft:
-    """Everything needed to put the wizard back where the person left it."""
+    """Everything needed to put the wizard back where the person left it.
 
-    session: Session
-    step: str = "hardware"
-    plan_gpu: Optional[str] = None  # a catalogue GPU name to plan for instead of the one found
-    plan_vram_gb: Optional[float] = None
-    saved_at: Optional[float] = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    `session` may be given as plain data (a parsed session file, or `fresh_session_data()`); it is
+    validated the first time it is read, and a problem raises `SessionError` then."""
+
+    def __init__(
+        self,
+        session: Union["Session", dict[str, Any]],
+        step: str = "hardware",
+        plan_gpu: Optional[str] = None,  # a catalogue GPU name to plan for instead of the one found
+        plan_vram_gb: Optional[float] = None,
+        saved_at: Optional[float] = None,
+        extra: Optional[dict[str, Any]] = None,
+        where: str = "session in progress",
+    ):
+        self.session = session  # type: ignore[assignment]  # the setter takes data too
+        self.step = step
+        self.plan_gpu = plan_gpu
+        self.plan_vram_gb = plan_vram_gb
+        self.saved_at = saved_at
+        self.extra = dict(extra or {})
+        self.where = where
+
+    @property
+    def session(self) -> "Session":
+        if self._session is None:
+            from engine.session import session_from_dict
+
+            self._session = session_from_dict(self._data, where=self.where)
+            self._data = None
+        return self._session
+
+    @session.setter
+    def session(self, value: Union["Session", dict[str, Any]]) -> None:
+        self._session, self._data = (None, value) if isinstance(value, dict) else (value, None)
+
+    @property
+    def validated(self) -> bool:
+        return self._session is not None
 
     def describe(self) -> str:
         """One line a person recognises their work by."""
@@ -67,21 +100,31 @@ class WizardDraft:
         return ", ".join(parts)
 
 
-def new_session(model: Optional[str] = None, dataset: Optional[str] = None) -> Session:
-    """A fresh session with the seed's defaults; `dataset` may be empty until the dataset step."""
-    data: dict[str, Any] = {"dataset": {"path": _absolute(dataset) if dataset else ""}}
+def fresh_session_data(model: Optional[str] = None, dataset: Optional[str] = None) -> dict[str, Any]:
+    """A fresh session as data (the schema fills the seed's defaults); `dataset` may be empty until
+    the dataset step."""
+    data: dict[str, Any] = {"dataset": {"path": absolute_path(dataset) if dataset else ""}}
     if model:
         data["model"] = {"name": model.strip()}
-    return session_from_dict(data, where="new session")
+    return data
 
 
-def _absolute(path: str) -> str:
+def new_session(model: Optional[str] = None, dataset: Optional[str] = None) -> "Session":
+    """A fresh, validated session with the seed's defaults."""
+    from engine.session import session_from_dict
+
+    return session_from_dict(fresh_session_data(model, dataset), where="new session")
+
+
+def absolute_path(path: str) -> str:
     text = path.strip()
     return str(Path(text).expanduser().resolve()) if text else ""
 
 
 def save_draft(draft: WizardDraft) -> Path:
     """Write the session in progress and the wizard's position (atomically, each)."""
+    from engine.session import save_session
+
     draft.saved_at = time.time()
     # Relative paths mean "from where the wizard runs"; the draft lives elsewhere, so it keeps them
     # absolute (a relative path in a session file would be read against the state folder).
@@ -100,20 +143,35 @@ def save_draft(draft: WizardDraft) -> Path:
     return path
 
 
-def load_draft() -> Optional[WizardDraft]:
-    """The last session in progress, or None when there is none or it no longer validates."""
+def load_draft(validate: bool = True) -> Optional[WizardDraft]:
+    """The last session in progress, or None when there is none or it no longer validates.
+
+    Without `validate` the session is only parsed as JSON (no schema import): reading
+    `draft.session` validates it later and may raise `SessionError`."""
     path = last_session_path()
     if not path.is_file():
         return None
     try:
-        session = load_session(path, resolve_paths=False)  # saved absolute; "" stays "no dataset yet"
-    except SessionError:
-        return None  # an older schema or a damaged file: start fresh rather than fail at start-up
+        session: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a damaged file: start fresh rather than fail at start-up
+    if not isinstance(session, dict):
+        return None
+    if validate:
+        from engine.session import session_from_dict
+
+        try:
+            # saved with absolute paths, so none are resolved; "" stays "no dataset yet"
+            session = session_from_dict(session, where=str(path))
+        except SessionError:
+            return None  # an older schema: start fresh rather than fail at start-up
     position: dict[str, Any] = {}
     try:
         position = json.loads(position_path().read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         pass
+    if not isinstance(position, dict):
+        position = {}
     step = position.get("step") if position.get("step") in STEPS else "hardware"
     vram = position.get("plan_vram_gb")
     return WizardDraft(
@@ -123,189 +181,10 @@ def load_draft() -> Optional[WizardDraft]:
         plan_vram_gb=float(vram) if isinstance(vram, (int, float)) and vram > 0 else None,
         saved_at=position.get("saved_at") or path.stat().st_mtime,
         extra=position.get("extra") or {},
+        where=str(path),
     )
 
 
 def forget_draft() -> None:
     for path in (last_session_path(), position_path()):
         path.unlink(missing_ok=True)
-
-
-# -- presets ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    title: str
-    description: str
-    values: dict[str, dict[str, Any]]  # section -> {field: value}, e.g. {"lora": {"r": 16}}
-
-
-def load_presets(path: Optional[Path] = None) -> dict[str, Preset]:
-    """Hyperparameter presets from `presets/hyperparameters.json`, checked against the schema."""
-    path = path or PRESETS_DIR / PRESETS_FILE
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError:
-        raise UserError(f"{path}: the presets file is missing; reinstall lora-tui or restore presets/.") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}.") from None
-    presets: dict[str, Preset] = {}
-    probe = new_session()
-    for name, entry in raw.items():
-        values = {section: dict(entry.get(section, {})) for section in ("lora", "training") if section in entry}
-        preset = Preset(name, entry.get("title", name), entry.get("description", ""), values)
-        apply_preset(probe, preset, where=f"{path}: preset {name}")  # refuse a preset that would not validate
-        presets[name] = preset
-    return presets
-
-
-def apply_preset(session: Session, preset: Preset, where: str = "preset") -> Session:
-    """A copy of `session` with the preset's values laid over it."""
-    data = session.to_dict()
-    for section, values in preset.values.items():
-        data[section].update(values)
-    return session_from_dict(data, where=where)
-
-
-def matching_preset(session: Session, presets: dict[str, Preset]) -> Optional[str]:
-    """The name of the preset the session currently matches exactly, if any."""
-    data = session.to_dict()
-    for name, preset in presets.items():
-        if all(data[s].get(k) == v for s, values in preset.values.items() for k, v in values.items()):
-            return name
-    return None
-
-
-# -- one field at a time, as a person types it ------------------------------------------------
-
-_SECTIONS: dict[str, type[BaseModel]] = {}
-
-
-def _section_model(section: str) -> type[BaseModel]:
-    if not _SECTIONS:
-        for name, info in Session.model_fields.items():
-            if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-                _SECTIONS[name] = info.annotation
-    try:
-        return _SECTIONS[section]
-    except KeyError:
-        raise KeyError(f"no session section {section!r}") from None
-
-
-def _adapter(section: str, name: str) -> TypeAdapter:
-    info = _section_model(section).model_fields[name]
-    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-    return TypeAdapter(annotation, config=ConfigDict(strict=True))
-
-
-def _candidates(text: str) -> list[Any]:
-    """What a typed string could mean: None, a bool, a number, or the text itself."""
-    stripped = text.strip()
-    lowered = stripped.lower()
-    if lowered in ("", "none", "null"):
-        return [None]
-    if lowered in ("true", "yes", "on"):
-        return [True, stripped]
-    if lowered in ("false", "no", "off"):
-        return [False, stripped]
-    found: list[Any] = []
-    try:
-        found.append(int(stripped))
-    except ValueError:
-        pass
-    try:
-        found.append(float(stripped))
-    except ValueError:
-        pass
-    found.append(stripped)
-    return found
-
-
-def parse_field(section: str, name: str, text: str) -> Any:
-    """The typed value for `section.name` from what a person typed, or `ValueError` with one
-    sentence that says what would be right (the schema's own rule, so the form and a session file
-    never disagree)."""
-    adapter = _adapter(section, name)
-    first_error: Optional[str] = None
-    for candidate in _candidates(text):
-        try:
-            return adapter.validate_python(candidate)
-        except ValidationError as exc:
-            if first_error is None:
-                first_error = _plain(exc)
-    raise ValueError(first_error or f"{section}.{name}: not a valid value")
-
-
-def _plain(exc: ValidationError) -> str:
-    message = exc.errors()[0]["msg"]
-    if message.startswith("Input should be"):
-        message = "should be" + message[len("Input should be"):]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
-    return message
-
-
-def set_field(session: Session, section: str, name: str, value: Any) -> Session:
-    """A copy of `session` with one field changed, validated as a whole (cross-field rules too)."""
-    data = session.to_dict()
-    data[section][name] = value
-    return session_from_dict(data, where="session")
-
-
-def with_dataset(session: Session, **changes: Any) -> Session:
-    """A copy with dataset fields changed; the path is made absolute (a draft has no folder)."""
-    data = session.to_dict()
-    if "path" in changes and changes["path"] is not None:
-        changes["path"] = _absolute(str(changes["path"]))
-    data["dataset"].update(changes)
-    DatasetSection.model_validate(data["dataset"])
-    return session_from_dict(data, where="session")
-
-
-def session_for_file(session: Session, session_file: str | Path) -> Session:
-    """The session as written to `session_file`: paths inside that file's folder become relative to
-    it (the folder can move, and it reads better); others stay absolute."""
-    folder = Path(session_file).expanduser().resolve().parent
-    data = session.to_dict()
-
-    def relative(value: str) -> str:
-        if not value or "://" in value:
-            return value
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            return value
-        try:
-            return str(path.resolve().relative_to(folder))
-        except ValueError:
-            return value
-
-    data["dataset"]["path"] = relative(data["dataset"]["path"])
-    data["output"]["dir"] = relative(data["output"]["dir"])
-    if Path(data["model"]["name"]).expanduser().is_absolute():
-        data["model"]["name"] = relative(data["model"]["name"])
-        if "/" not in data["model"]["name"]:
-            data["model"]["name"] = "./" + data["model"]["name"]  # still read as a path, not a hub id
-    return session_from_dict(data, where=str(session_file))
-
-
-def shown_path(path: str) -> str:
-    """A path as a person would type it here: relative to the working folder when inside it."""
-    if not path:
-        return path
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return path
-
-
-def replay_command(session_file: str | Path) -> str:
-    return f"lora-tui --replay {session_file}"
-
-
-def run_name_for(session: Session) -> str:
-    """A readable default run folder name: model and dataset."""
-    model = Path(session.model.name.rstrip("/")).name.replace(".gguf", "")
-    data = Path(session.dataset.path).stem if session.dataset.path else "data"
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{model}-{data}").lower()

@@ -1,4 +1,5 @@
-"""The wizard's memory (engine/wizard_state.py): autosave, presets, field checks, portable paths."""
+"""The wizard's memory (engine/wizard_state.py: autosave) and its session edits
+(engine/session_edits.py: presets, field checks, portable paths)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,17 @@ import pytest
 
 from engine.errors import UserError
 from engine.session import load_session
+from engine.session_edits import apply_preset, load_presets, matching_preset, parse_field, session_for_file
+from engine.errors import SessionError
 from engine.wizard_state import (
     STEPS,
     WizardDraft,
-    apply_preset,
     forget_draft,
+    fresh_session_data,
     last_session_path,
     load_draft,
-    load_presets,
-    matching_preset,
     new_session,
-    parse_field,
     save_draft,
-    session_for_file,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +114,22 @@ def test_a_damaged_draft_is_ignored_not_fatal(state_dir):
     assert load_draft() is None
     (state_dir / "last_session.json").write_text(json.dumps({"dataset": {"path": ""}, "wat": 1}))
     assert load_draft() is None
+
+
+def test_a_draft_given_as_data_is_validated_when_first_read(state_dir):
+    draft = WizardDraft(fresh_session_data(dataset=str(DEMO_DATA)))
+    assert not draft.validated
+    assert draft.session.dataset.path == str(DEMO_DATA) and draft.session.lora.r == 16
+    assert draft.validated
+    save_draft(WizardDraft(new_session(), step="model"))
+    data = json.loads(last_session_path().read_text())
+    data["lora"]["r"] = 0
+    last_session_path().write_text(json.dumps(data))
+    assert load_draft() is None  # validated: refused
+    unchecked = load_draft(validate=False)  # what the wizard reads before its first frame
+    assert unchecked is not None and unchecked.step == "model"
+    with pytest.raises(SessionError, match=r"last_session\.json: lora\.r"):
+        unchecked.session
 
 
 def test_unknown_step_in_position_file_falls_back_to_the_first(state_dir):

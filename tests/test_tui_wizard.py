@@ -133,7 +133,7 @@ def test_offers_to_continue_the_last_session(tmp_path, monkeypatch):
     async def answer(key: str):
         app = build_app()
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)  # the saved draft is validated after the first frame, then offered
             assert "Continue where you left off?" in screen_text(app)
             assert "extract_contacts.jsonl" in screen_text(app)
             await pilot.press(key)
@@ -143,7 +143,7 @@ def test_offers_to_continue_the_last_session(tmp_path, monkeypatch):
     async def quit_at_the_question():
         app = build_app()
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await settle(pilot)
             await pilot.press("ctrl+q")
 
     run(quit_at_the_question())
@@ -153,6 +153,28 @@ def test_offers_to_continue_the_last_session(tmp_path, monkeypatch):
     assert step == "target_modules" and session.lora.r == 32 and session.dataset.path == str(DEMO_DATA)
     step, session = run(answer("n"))
     assert step == "hardware" and session.lora.r == 16 and session.dataset.path == ""
+    assert load_draft() is not None
+
+
+def test_a_draft_the_schema_no_longer_accepts_is_not_offered(tmp_path, monkeypatch):
+    state = isolate(monkeypatch, tmp_path)
+    state.mkdir(parents=True)
+    (state / "last_session.json").write_text(json.dumps({"dataset": {"path": ""}, "lora": {"r": 0}}))
+    (state / "wizard.json").write_text(json.dumps({"step": "dataset"}))
+
+    async def start():
+        app = build_app()
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            shown = screen_text(app)
+            await pilot.press("ctrl+n")  # moving on saves the fresh session over the stale one
+            await settle(pilot)
+            return shown, app.resume_offer, app.current_step
+
+    shown, offer, step = run(start())
+    assert "Continue where you left off?" not in shown and "Hardware" in shown
+    assert offer is None and step == "model"
+    assert json.loads((state / "last_session.json").read_text())["lora"]["r"] == 16
     assert load_draft() is not None
 
 

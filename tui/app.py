@@ -10,16 +10,18 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
 
 from engine.paths import state_dir
-from engine.session import Session, load_session
-from engine.wizard_state import STEPS, WizardDraft, load_draft, new_session, save_draft
+from engine.wizard_state import STEPS, WizardDraft, fresh_session_data, load_draft, save_draft
 from tui.commands import WizardCommands
+
+if TYPE_CHECKING:
+    from engine.session import Session
 
 log = logging.getLogger("lora_tui.wizard")
 
@@ -80,11 +82,11 @@ class LoraTuiApp(App[int]):
 
     # -- the session in progress ---------------------------------------------------------------
     @property
-    def session(self) -> Session:
+    def session(self) -> "Session":
         return self.draft.session
 
     @session.setter
-    def session(self, value: Session) -> None:
+    def session(self, value: "Session") -> None:
         self.draft.session = value
 
     def autosave(self) -> None:
@@ -130,22 +132,37 @@ class LoraTuiApp(App[int]):
         self.goto(self.draft.step if self.draft.step in STEPS else STEPS[0], check=False)
         # Between steps too: a dropped SSH connection loses at most a few seconds of typing.
         self.set_interval(10, self._autosave_if_changed)
-        if self.offer_runs:
-            self.find_runs()
-        else:
-            self._offer_resume()
+        # The first screen is drawn before anything else: the start-up questions, and the schema
+        # they need, come right after it.
+        self.call_after_refresh(self.prepare_startup)
 
     # -- start-up questions: runs to re-attach to, then the session in progress ------------------
     @work(thread=True, group="startup")
-    def find_runs(self) -> None:
-        try:
-            from engine.runs import list_runs
+    def prepare_startup(self) -> None:
+        import engine.session  # noqa: F401  (imported here, off the UI thread, before the first edit needs it)
 
-            runs = list_runs()
-        except Exception as error:  # an unreadable registry must not stop the wizard
-            log.warning("could not list runs: %s", error)
-            runs = []
-        self.call_from_thread(self._offer_runs, runs)
+        runs: list = []
+        if self.offer_runs:
+            try:
+                from engine.runs import list_runs
+
+                runs = list_runs()
+            except Exception as error:  # an unreadable registry must not stop the wizard
+                log.warning("could not list runs: %s", error)
+        offer = self.resume_offer
+        if offer is not None and not offer.validated:
+            from engine.errors import SessionError
+
+            try:
+                offer.session  # noqa: B018  (validates the saved draft)
+            except SessionError as error:  # an older schema: start fresh rather than ask
+                log.info("not offering the saved draft: %s", error)
+                offer = None
+        self.call_from_thread(self._startup_ready, runs, offer)
+
+    def _startup_ready(self, runs: list, offer: Optional[WizardDraft]) -> None:
+        self.resume_offer = offer
+        self._offer_runs(runs)
 
     def _offer_runs(self, runs: list) -> None:
         if not runs:
@@ -227,11 +244,12 @@ class LoraTuiApp(App[int]):
                 current.say(problem, error=True)
                 self.bell()
                 return
+        first = self.current_step is None
         self.draft.step = step
-        self.autosave()
+        if not first:  # the step shown at start is where the draft already stood
+            self.autosave()
         if not self.is_screen_installed(step):
             self.install_screen(_screen_class(step)(), name=step)
-        first = self.current_step is None
         self.current_step = step
         while len(self.screen_stack) > 1 and self.screen.is_modal:
             self.pop_screen()
@@ -335,11 +353,14 @@ def build_app(
     resume = None
     if session_path:
         # The method step would preselect its recommendation; a session file's choices stand instead.
+        from engine.session import load_session
+
         draft = WizardDraft(load_session(session_path), step="review", extra={"recommended_for": "session-file"})
     else:
-        draft = WizardDraft(new_session(model=model, dataset=dataset))
+        # As data: validated once the first screen is drawn (the schema import is not on that path).
+        draft = WizardDraft(fresh_session_data(model=model, dataset=dataset))
         if offer_resume and not (model or dataset):
-            resume = load_draft()
+            resume = load_draft(validate=False)
     if model and session_path:
         draft.session = draft.session.model_copy(update={"model": draft.session.model.model_copy(update={"name": model})})
     draft.plan_gpu, draft.plan_vram_gb = gpu, vram_gb

@@ -81,7 +81,7 @@ class StepScreen(Screen):
     def parsed_field(self, event):
         """(field, section, name, value) for a FormField's Input.Changed, or None when the text
         does not parse (the field then shows why) or the input is not a form field."""
-        from engine.wizard_state import parse_field
+        from engine.session_edits import parse_field
         from tui.widgets.field import FormField
 
         field = next((f for f in self.query(FormField) if f.input is event.input), None)

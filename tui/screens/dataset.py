@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select, Static, Checkbox
 
 from engine.session import ROLES
-from engine.wizard_state import parse_field, shown_path, with_dataset
+from engine.session_edits import parse_field, shown_path, with_dataset
 from tui.screens.base import StepScreen, explain
 
 NO_COLUMN = "__none__"

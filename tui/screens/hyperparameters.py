@@ -9,7 +9,7 @@ from textual.containers import Grid, Horizontal
 from textual.widgets import Input, Label, Select, Static
 
 from engine.session import Session, session_from_dict
-from engine.wizard_state import Preset, apply_preset, load_presets, matching_preset, parse_field
+from engine.session_edits import Preset, apply_preset, load_presets, matching_preset, parse_field
 from tui.screens.base import StepScreen, explain
 from tui.widgets.field import FormField
 

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label, RadioButton, RadioSet, Select, Static
 
-from engine.wizard_state import parse_field
+from engine.session_edits import parse_field
 from tui.screens.base import StepScreen, explain
 from tui.widgets.bars import UsageBar
 from tui.widgets.field import FormField

@@ -14,7 +14,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label, Static, Checkbox
 
 from engine.session import save_session
-from engine.wizard_state import replay_command, run_name_for, session_for_file, shown_path
+from engine.session_edits import replay_command, run_name_for, session_for_file, shown_path
 from tui.screens.base import StepScreen, explain
 
 

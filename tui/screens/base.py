@@ -16,10 +16,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from engine.errors import UserError
 from engine.wizard_state import STEP_TITLES
+from tui.widgets.footer import StableFooter
 from tui.widgets.steps import StepBar
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class StepScreen(Screen):
                 yield Static(self.HELP, classes="step-help")
             yield from self.compose_body()
         yield Static("", id="step-message", classes="step-message -empty")
-        yield Footer()
+        yield StableFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()

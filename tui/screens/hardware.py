@@ -36,6 +36,7 @@ class HardwareScreen(StepScreen):
             yield Static("Plan for another GPU", classes="panel-title")
             with Horizontal(classes="row"):
                 yield Label("GPU", classes="row-label")
+                # Filled when the catalogue has been read, after the first frame.
                 yield Select([("This machine's hardware", THIS_MACHINE)], value=THIS_MACHINE, allow_blank=False, id="plan-gpu", compact=True)
             with Horizontal(classes="row"):
                 yield Label("or VRAM (GB)", classes="row-label")
@@ -44,9 +45,9 @@ class HardwareScreen(StepScreen):
             yield Static("", id="plan-summary", classes="muted")
 
     def on_mount(self) -> None:
-        self.query_one("#devices").loading = True
-        self.probe()
-        self.load_catalogue()
+        # After the first frame: these threads would otherwise compete with it for the interpreter.
+        self.call_after_refresh(self.probe)
+        self.call_after_refresh(self.load_catalogue)
 
     @work(thread=True, exclusive=True, group="probe")
     def probe(self) -> None:
@@ -65,7 +66,7 @@ class HardwareScreen(StepScreen):
             catalogue = list(load_gpu_catalogue())
         except Exception as error:
             self.app.call_from_thread(self.say, f"The GPU catalogue could not be read: {explain(error)}", True)
-            return
+            catalogue = []  # the list still offers this machine, and the VRAM field works
         self.app.call_from_thread(self._fill_catalogue, catalogue)
 
     def _fill_catalogue(self, catalogue: list) -> None:
@@ -126,7 +127,7 @@ class HardwareScreen(StepScreen):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "plan-vram":
-            if event.value.strip():
+            if event.value.strip():  # a VRAM size replaces a GPU from the list
                 with self.query_one("#plan-gpu", Select).prevent(Select.Changed):
                     self.query_one("#plan-gpu", Select).value = THIS_MACHINE
             problem = self.commit(strict=True)
@@ -168,4 +169,8 @@ class HardwareScreen(StepScreen):
             size = f"{budget.gb:.1f} GB" if budget.gb else "unknown size"
             where = "planned, not this machine" if budget.planned else "this machine"
             text = f"Estimates will be measured against: [b]{escape(budget.label)}[/b], {size} of {budget.kind} ({where})."
-        self.app.call_from_thread(self.query_one("#plan-summary", Static).update, text)
+        self.app.call_from_thread(self._show_summary, text)
+
+    def _show_summary(self, text: str) -> None:
+        for summary in self.query("#plan-summary").results(Static):  # none once the app has closed
+            summary.update(text)

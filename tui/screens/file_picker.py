@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DirectoryTree, Footer, Static
+from textual.widgets import DirectoryTree, Static
+from tui.widgets.footer import StableFooter
 
 DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt"}
 
@@ -40,7 +41,7 @@ class FilePickerScreen(ModalScreen[Optional[str]]):
             yield Static("Choose a data file (JSON, JSONL, CSV, TSV, Parquet) or a `datasets` folder", classes="panel-title")
             yield Static(str(self.start), id="picker-root", classes="muted")
             yield DataTree(str(self.start), id="picker-tree")
-            yield Footer()
+            yield StableFooter()
 
     def on_mount(self) -> None:
         self.query_one(DataTree).focus()

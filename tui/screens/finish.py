@@ -19,9 +19,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from engine.events import read_events
+from tui.widgets.footer import StableFooter
 
 ADAPTER_DIR, FULL_MODEL_DIR, MERGED_DIR = "adapter", "model", "merged"
 
@@ -140,7 +141,7 @@ class FinishScreen(Screen):
                         tuned.border_title = "Fine-tuned"
                         yield Static("", id="tuned-text", markup=False)
                 yield Static("", id="try-status", classes="muted", markup=False)
-        yield Footer()
+        yield StableFooter()
 
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)

@@ -8,9 +8,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Static
 
 from engine.wizard_state import WizardDraft
+from tui.widgets.footer import StableFooter
 
 
 class ResumeScreen(ModalScreen[Optional[str]]):
@@ -33,7 +34,7 @@ class ResumeScreen(ModalScreen[Optional[str]]):
             with Horizontal(id="resume-buttons"):
                 yield Button("Continue (c)", id="continue", variant="primary", compact=True)
                 yield Button("Start fresh (n)", id="fresh", compact=True)
-        yield Footer()
+        yield StableFooter()
 
     def on_mount(self) -> None:
         self.query_one("#continue", Button).focus()

@@ -14,8 +14,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.markup import escape
 from textual.screen import ModalScreen
-from textual.widgets import Footer, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
+from tui.widgets.footer import StableFooter
 
 
 def describe_run(state) -> str:
@@ -48,7 +49,7 @@ class RunsScreen(ModalScreen[Optional[tuple[str, Path]]]):
                 "escape: go on to the wizard",
                 classes="muted",
             )
-        yield Footer()
+        yield StableFooter()
 
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()

@@ -21,10 +21,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from engine.events import EVENTS_FILE, EventTail
 from tui.widgets.findings_panel import FindingsPanel, numbered_remedies
+from tui.widgets.footer import StableFooter
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.stat_panel import StatPanel
@@ -246,7 +247,7 @@ class TrainingScreen(Screen):
             yield StatPanel(id="stat-panel")
         yield FindingsPanel(id="findings")
         yield LogTail(self.run_dir / "worker.log", id="log-tail")
-        yield Footer()
+        yield StableFooter()
 
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)

@@ -219,6 +219,28 @@ def test_plan_for_a_gpu_from_the_catalogue(tmp_path, monkeypatch):
     assert "between 0 and 4096" in refused and step == "hardware"
 
 
+def test_the_gpu_list_appears_after_the_first_frame_and_quitting_meanwhile_is_clean(tmp_path, monkeypatch):
+    from tui.screens import hardware
+
+    isolate(monkeypatch, tmp_path, hardware=CPU_ONLY)
+    monkeypatch.setattr(hardware.HardwareScreen, "load_catalogue", lambda screen: None)  # held back
+
+    async def quit_as_the_list_arrives():
+        app = build_app(offer_resume=False, autosave=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            waiting = screen_text(app)
+            assert not screen.query("#plan-gpu")
+            screen._fill_catalogue([{"name": "H100 SXM", "total_gb": 80}])
+            app.exit()  # in the same instant: the list is still being put together
+        return waiting
+
+    for _ in range(3):
+        waiting = run(quit_as_the_list_arrives())  # raises if the closing app hit a half-built list
+    assert "reading the GPU catalogue" in waiting
+
+
 def test_bad_dataset_path_is_one_sentence_and_blocks_next(tmp_path, monkeypatch):
     isolate(monkeypatch, tmp_path)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.markup import escape
 from textual.containers import Horizontal, Vertical
@@ -25,19 +25,31 @@ def _entry(item: Any, *names: str) -> Any:
     return None
 
 
+class LateSelect(Select):
+    """A Select mounted after its screen was drawn. Should the app close while it mounts, its
+    parts are never composed and Select's own mount handler would raise on the way out."""
+
+    def _on_mount(self, event: events.Mount) -> None:
+        event.prevent_default()  # Select's handler runs here instead, unless the app is closing
+        if self.app.return_code is None:
+            super()._on_mount(event)
+
+
 class HardwareScreen(StepScreen):
     STEP = "hardware"
-    AUTO_FOCUS = "#plan-gpu"
+    AUTO_FOCUS = ""  # the GPU list takes the focus when it appears (see _fill_catalogue)
     HELP = "What this machine has, or the GPU you plan to rent or buy: every estimate after this is measured against it."
 
     def compose_body(self) -> ComposeResult:
         yield Vertical(Static("Looking for GPUs …", classes="muted"), id="devices", classes="panel")
         with Vertical(classes="panel", id="plan-panel"):
             yield Static("Plan for another GPU", classes="panel-title")
-            with Horizontal(classes="row"):
+            with Horizontal(classes="row", id="plan-gpu-row"):
                 yield Label("GPU", classes="row-label")
-                # Filled when the catalogue has been read, after the first frame.
-                yield Select([("This machine's hardware", THIS_MACHINE)], value=THIS_MACHINE, allow_blank=False, id="plan-gpu", compact=True)
+                # The list is built once the catalogue has been read, after the first frame: a
+                # Select is the costliest widget on this screen (80 ms of CPU on a small machine,
+                # a fifth of a bare Textual app's whole start).
+                yield Static("reading the GPU catalogue …", id="plan-gpu-pending", classes="muted")
             with Horizontal(classes="row"):
                 yield Label("or VRAM (GB)", classes="row-label")
                 vram = self.wizard.draft.plan_vram_gb
@@ -76,22 +88,28 @@ class HardwareScreen(StepScreen):
             vram = _entry(item, "total_gb", "vram_gb", "memory_gb")
             if name:
                 options.append((f"{name} ({vram:g} GB)" if vram else str(name), str(name)))
-        select = self.query_one("#plan-gpu", Select)
-        with self.prevent(Select.Changed):
-            select.set_options(options)
-            wanted = self.wizard.draft.plan_gpu
-            select.value = wanted if wanted and any(v == wanted for _, v in options) else THIS_MACHINE
+        if self.app.return_code is not None or self._gpu_select() is not None:
+            return  # the app is closing, or the list is already there
+        wanted = self.wizard.draft.plan_gpu
+        value = wanted if wanted and any(v == wanted for _, v in options) else THIS_MACHINE
+        select = LateSelect(options, value=value, allow_blank=False, id="plan-gpu", compact=True)
+        self.query_one("#plan-gpu-pending").remove()
+        self.query_one("#plan-gpu-row").mount(select)
+        if self.focused is None:  # nobody has moved the focus yet
+            select.focus()
         self._update_summary()
+
+    def _gpu_select(self) -> Optional[Select]:
+        """The GPU list, or None while the catalogue is being read."""
+        return next(iter(self.query("#plan-gpu").results(Select)), None)
 
     def _show_error(self, message: str) -> None:
         devices = self.query_one("#devices")
-        devices.loading = False
         devices.remove_children()
         devices.mount(Static(Text(message), classes="error"))
 
     def _show_profile(self, profile) -> None:
         devices = self.query_one("#devices")
-        devices.loading = False
         devices.remove_children()
         widgets: list = []
         if profile.gpus:
@@ -128,8 +146,11 @@ class HardwareScreen(StepScreen):
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "plan-vram":
             if event.value.strip():  # a VRAM size replaces a GPU from the list
-                with self.query_one("#plan-gpu", Select).prevent(Select.Changed):
-                    self.query_one("#plan-gpu", Select).value = THIS_MACHINE
+                self.wizard.draft.plan_gpu = None
+                select = self._gpu_select()
+                if select is not None:
+                    with select.prevent(Select.Changed):
+                        select.value = THIS_MACHINE
             problem = self.commit(strict=True)
             self.say(problem or "", error=bool(problem))
             self._update_summary()
@@ -150,9 +171,11 @@ class HardwareScreen(StepScreen):
         vram, problem = self._read_vram()
         if problem:
             return problem if strict else None
-        gpu = self.query_one("#plan-gpu", Select).value
         draft = self.wizard.draft
-        draft.plan_gpu = gpu if isinstance(gpu, str) and gpu != THIS_MACHINE else None
+        select = self._gpu_select()
+        if select is not None:  # before the list appears, the choice made so far stands
+            gpu = select.value
+            draft.plan_gpu = gpu if isinstance(gpu, str) and gpu != THIS_MACHINE else None
         draft.plan_vram_gb = vram
         return None
 

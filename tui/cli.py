@@ -46,10 +46,11 @@ def _models_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and (argv[0] in ("plan", "models") or "--replay" in argv):
-        from engine.quiet import quiet_libraries
+    # Every command: the wizard's workers import torch too, and a library's warning written to
+    # stderr lands on the person's terminal (over the screen, or after it closes).
+    from engine.quiet import quiet_libraries
 
-        quiet_libraries()
+    quiet_libraries()
     try:
         if argv and argv[0] == "plan":
             from engine.plan import plan_command

@@ -41,7 +41,13 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
     )
     if has_eval:
         # No eval_steps: evaluate five times over the run, enough to see a trend.
-        kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or 0.2)
+        eval_steps = t.eval_steps or 0.2
+        # Tracking eval_loss makes the Trainer keep the best checkpoint through save_total_limit:
+        # it is the one an overfitting finding tells the person to stop at.
+        kwargs.update(eval_strategy="steps", eval_steps=eval_steps, metric_for_best_model="eval_loss",
+                      greater_is_better=False)
+        if not t.save_steps:
+            kwargs["save_steps"] = eval_steps  # a checkpoint at every evaluation, so the best one exists
     else:
         kwargs.update(eval_strategy="no")
     if on_gpu:

@@ -316,3 +316,6 @@ def test_real_memorisation_run_reports_overfitting(tmp_path):
                                       "changes": {"training.max_steps": best}}
     assert finding["evidence"]["best_checkpoint"].endswith(f"checkpoint-{best}")
     assert finding["evidence"]["train_loss_now"] < finding["evidence"]["train_loss_at_best"]
+    # save_total_limit (3) rotated older checkpoints away, never the best one the finding names
+    kept = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert best in kept and kept[-1] == 16, kept

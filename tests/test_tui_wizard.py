@@ -241,6 +241,23 @@ def test_the_gpu_list_appears_after_the_first_frame_and_quitting_meanwhile_is_cl
     assert "reading the GPU catalogue" in waiting
 
 
+def test_a_plan_that_fits_only_with_unsloth_pins_the_backend(tmp_path, monkeypatch):
+    isolate(monkeypatch, tmp_path, hardware=CPU_ONLY)
+    config = Path(__file__).resolve().parent / "configs" / "llama-3.1-70b"  # meta device: no weights
+
+    async def plan():
+        app = build_app(model=str(config), dataset=str(DEMO_DATA), vram_gb=48, offer_resume=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            app.goto("method", check=False)
+            await settle(pilot)
+            return app.session, screen_text(app)
+
+    session, text = run(plan())
+    assert session.method == "qlora" and session.backend == "unsloth", (session.method, session.backend)
+    assert "only with Unsloth's kernels" in text
+
+
 def test_bad_dataset_path_is_one_sentence_and_blocks_next(tmp_path, monkeypatch):
     isolate(monkeypatch, tmp_path)
 

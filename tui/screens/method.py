@@ -213,6 +213,8 @@ class MethodScreen(StepScreen):
             return
         session = self.wizard.session.to_dict()
         session["method"] = rec.method
+        if rec.backend:  # the plan fits only with that backend's kernels: "auto" must not fall back
+            session["backend"] = rec.backend
         if rec.r:  # None for full fine-tuning: no adapter
             session["lora"].update(r=rec.r, lora_alpha=rec.lora_alpha or 2 * rec.r)
         if rec.target_modules:

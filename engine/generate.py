@@ -2,7 +2,8 @@
 
 Generation runs in its own process, never in the UI: `python -m engine.generate RUN_DIR --prompt TEXT`
 prints one JSON object; `--serve` loads the models once and answers JSON lines on stdin
-(`{"prompt": ...}`) with JSON lines on stdout, so the finish screen does not reload per prompt.
+(`{"prompt": ..., "input": ...}`) with JSON lines on stdout, so the finish screen does not reload per
+prompt. `input` is the Alpaca input of instruction data (`--input` on the command line).
 The prompt is rendered with the session's template (the Alpaca layout or the chat template, as in
 training), and decoding is greedy, so the two answers differ only by what training changed.
 
@@ -41,12 +42,16 @@ def _data_format(run_dir: Path, session) -> str:
     return scan_dataset(d.path, format=d.format, columns=d.columns, skip_invalid_rows=d.skip_invalid_rows).format
 
 
-def render_prompt(tokenizer, fmt: str, template: str, prompt: str) -> str:
-    """The text the model sees before its answer, exactly as in training (engine.data's renderer)."""
+def render_prompt(tokenizer, fmt: str, template: str, prompt: str, input_text: str = "") -> str:
+    """The text the model sees before its answer, exactly as in training (engine.data's renderer).
+    `input_text` is the Alpaca `input` of instruction data; other formats have no such field, so it
+    follows the prompt after a blank line (as the chat template joins instruction and input)."""
     from engine.data.detect import CONVERSATION_FORMATS
     from engine.data.templates import Renderer
 
     renderer = Renderer(tokenizer, fmt, template, completion_only_loss=True)
+    if input_text and fmt != "instruction":
+        prompt, input_text = f"{prompt}\n\n{input_text}", ""
     if fmt == "text":
         return renderer.bos + prompt  # plain text: the model continues it
     if fmt in CONVERSATION_FORMATS:
@@ -54,7 +59,7 @@ def render_prompt(tokenizer, fmt: str, template: str, prompt: str) -> str:
     elif fmt == "prompt_completion":
         item = (prompt, "")
     else:
-        item = (prompt, "", "")
+        item = (prompt, input_text, "")
     text = ""
     for segment, trained in renderer.render(item):
         if trained:
@@ -123,8 +128,8 @@ class Generator:
         new = output[0, inputs["input_ids"].shape[1]:]
         return self.tokenizer.decode(new, skip_special_tokens=True).strip()
 
-    def answer(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> dict:
-        text = render_prompt(self.tokenizer, self.format, self.template, prompt)
+    def answer(self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, input_text: str = "") -> dict:
+        text = render_prompt(self.tokenizer, self.format, self.template, prompt, input_text)
         if self.base is None:
             with self.tuned.disable_adapter():
                 base = self._generate(self.tuned, text, max_new_tokens)
@@ -160,7 +165,8 @@ def _serve(run_dir: str, max_new_tokens: int, out) -> int:
             continue
         try:
             request = json.loads(line)
-            reply = generator.answer(str(request["prompt"]), int(request.get("max_new_tokens", max_new_tokens)))
+            reply = generator.answer(str(request["prompt"]), int(request.get("max_new_tokens", max_new_tokens)),
+                                     str(request.get("input", "")))
         except Exception as exc:  # noqa: BLE001 - one bad request does not end the session
             import traceback
 
@@ -175,6 +181,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.generate")
     parser.add_argument("run_dir")
     parser.add_argument("--prompt")
+    parser.add_argument("--input", default="", help="the Alpaca input for instruction data")
     parser.add_argument("--serve", action="store_true", help="answer JSON lines on stdin")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     args = parser.parse_args(argv)
@@ -189,7 +196,7 @@ def main(argv=None) -> int:
     if args.prompt is None:
         parser.error("give --prompt TEXT or --serve")
     try:
-        reply = Generator(args.run_dir).answer(args.prompt, args.max_new_tokens)
+        reply = Generator(args.run_dir).answer(args.prompt, args.max_new_tokens, args.input)
     except Exception as exc:  # noqa: BLE001
         import traceback
 
@@ -239,7 +246,7 @@ class TryItClient:
             return {"error": f"The generation process ended (exit {code}); see {self.run_dir / 'generate.log'}."}
         return json.loads(line)
 
-    def ask(self, prompt: str) -> dict:
+    def ask(self, prompt: str, input_text: str = "") -> dict:
         """{"base", "tuned", "prompt_text"} or {"error"}; loads the models on first use."""
         with self._lock:
             try:
@@ -247,7 +254,7 @@ class TryItClient:
                     self._start()
             except RuntimeError as exc:
                 return {"error": str(exc)}
-            self.process.stdin.write(json.dumps({"prompt": prompt}) + "\n")
+            self.process.stdin.write(json.dumps({"prompt": prompt, "input": input_text}) + "\n")
             self.process.stdin.flush()
             return self._read()
 

@@ -123,6 +123,13 @@ def test_prompt_is_rendered_with_the_training_template(demo_tokenizer):
     assert render_prompt(demo_tokenizer, "instruction", "chat", prompt) == chat
     assert render_prompt(demo_tokenizer, "messages", "alpaca", prompt) == chat  # conversations: always chat
     assert render_prompt(demo_tokenizer, "text", "alpaca", prompt) == bos + prompt
+    # The Alpaca input: its own block in instruction data; after a blank line elsewhere (as in training)
+    message = "Hi, I'm Ann Lee at Acme in Oslo: ann@example.com."
+    assert render_prompt(demo_tokenizer, "instruction", "alpaca", prompt, message) == bos + alpaca_prompt(prompt, message)
+    joined = demo_tokenizer.apply_chat_template([{"role": "user", "content": f"{prompt}\n\n{message}"}], tokenize=False,
+                                                add_generation_prompt=True)
+    assert render_prompt(demo_tokenizer, "instruction", "chat", prompt, message) == joined
+    assert render_prompt(demo_tokenizer, "messages", "alpaca", prompt, message) == joined
 
 
 @pytest.mark.training

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,30 @@ async def test_a_completed_run_opens_the_finish_screen_from_the_dashboard(tmp_pa
         assert isinstance(app.screen, TrainingScreen)
         await pilot.press("f")  # the finish screen again
         await wait_for(pilot, lambda: isinstance(app.screen, FinishScreen), timeout=10)
+
+
+@sync
+async def test_the_try_it_input_field_is_there_when_the_data_had_an_input_column(tmp_path):
+    with_input = copy_run(ROOT / RECORDED, tmp_path / "with-input")  # the demo data: instruction + input
+    without = copy_run(ROOT / RECORDED, tmp_path / "without")
+    events = without / "events.jsonl"
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    for event in lines:
+        if event.get("event") == "data":
+            event["columns"] = {"instruction": "instruction", "input": None, "response": "output"}
+    events.write_text("".join(json.dumps(e) + "\n" for e in lines))
+    shown = {}
+    for run_dir in (with_input, without):
+        app = Host(run_dir)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            shown[run_dir.name] = bool(app.screen.query("#prompt-input"))
+            if run_dir is with_input:
+                await pilot.press("t")
+                await pilot.press("enter")  # no prompt yet: nothing starts, the cursor stays in the prompt
+                await pilot.pause(0.1)
+                assert app.screen.client is None and app.focused.id == "prompt"
+    assert shown == {"with-input": True, "without": False}
 
 
 def test_finish_screen_snapshot(snap_compare, monkeypatch):

@@ -61,6 +61,12 @@ def _end_event(run_dir: Path) -> dict:
     return next((e for e in reversed(read_events(run_dir)) if e.get("event") == "end"), {})
 
 
+def _has_alpaca_input(run_dir: Path) -> bool:
+    """Whether the run trained on instruction data with an `input` column (its data report says)."""
+    data = next((e for e in reversed(read_events(run_dir)) if e.get("event") == "data"), {})
+    return data.get("format") == "instruction" and bool((data.get("columns") or {}).get("input"))
+
+
 def _summary(run_dir: Path) -> str:
     events = read_events(run_dir)
     end = _end_event(run_dir)
@@ -132,7 +138,11 @@ class FinishScreen(Screen):
             with Vertical(classes="panel", id="try-panel") as panel:
                 panel.border_title = "Try it"
                 panel.border_subtitle = "greedy, same template as training"
-                yield Input(placeholder="A prompt for both models (enter to generate)", id="prompt")
+                with Vertical(id="prompts"):
+                    yield Input(placeholder="A prompt for both models (enter to generate)", id="prompt")
+                    if _has_alpaca_input(run_dir):  # trained with an ### Input block: try it the same way
+                        yield Input(placeholder="Its input, as in your data's input column (optional; enter to generate)",
+                                    id="prompt-input")
                 with Horizontal(id="answers"):
                     with VerticalScroll(classes="answer", id="base-answer") as base:
                         base.border_title = "Base model"
@@ -210,8 +220,10 @@ class FinishScreen(Screen):
         self.query_one("#prompt", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        prompt = event.value.strip()
+        prompt = self.query_one("#prompt", Input).value.strip()
+        input_text = "".join(field.value.strip() for field in self.query("#prompt-input").results(Input))
         if not prompt:
+            self.action_focus_prompt()
             return
         self.query_one("#base-text", Static).update("…")
         self.query_one("#tuned-text", Static).update("…")
@@ -219,15 +231,15 @@ class FinishScreen(Screen):
         self.set_focus(None)  # back to the screen's keys while the answers come
         self.query_one("#try-status", Static).update(
             "Loading the models in a separate process, then generating ..." if first else "Generating ...")
-        self.try_prompt(prompt)
+        self.try_prompt(prompt, input_text)
 
     @work(thread=True, exclusive=True, group="try")
-    def try_prompt(self, prompt: str) -> None:
+    def try_prompt(self, prompt: str, input_text: str = "") -> None:
         from engine.generate import TryItClient
 
         if self.client is None:
             self.client = TryItClient(self.run_dir)
-        reply = self.client.ask(prompt)
+        reply = self.client.ask(prompt, input_text)
         self.app.call_from_thread(self._answered, reply)
 
     def _answered(self, reply: dict) -> None:

@@ -73,9 +73,7 @@ def measure(steps: int, skip: int, pairs: int, batch_size: int, max_seq_length: 
             print(f"  {name:<11} {rows[-1]['tokens_per_second']:9.1f} tokens/s over steps {skip}..{steps}", flush=True)
     # One ratio per pair: the lora-tui run against the bare run next to it. Both train
     # the same batches step for step (same rows, seed and order), so the throughput ratio is the
-    # ratio of steps per second over the same steps. The token counts are not used for it: lora-tui
-    # counts a batch when its collator builds it, and accelerate's dataloader builds one batch
-    # ahead, so its window is shifted by one batch against TRL's count (a few tokens either way).
+    # ratio of steps per second over the same steps; the two token counts are reported, not used.
     by_pair = {(r["pair"], r["side"]): r for r in rows}
     ratios = [(a["steps"] / a["seconds"]) / (b["steps"] / b["seconds"])
               for a, b in ((by_pair[(p, "lora-tui")], by_pair[(p, "bare")]) for p in range(pairs))]

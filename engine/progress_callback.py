@@ -2,7 +2,8 @@
 
 It is the only code of ours inside the training loop, so it does little per step: a file check
 for STOP / PAUSE and arithmetic at each logging step. Tokens are counted by `TokenCounter`, a
-wrapper of the data collator (a sum over the attention mask of each batch).
+wrapper of the training data collator (a sum over the attention mask of each batch, on the CPU:
+no device sync per step, unlike the Trainer's own `include_num_input_tokens_seen`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -18,20 +20,50 @@ from engine.runs import PAUSE_FILE
 
 
 class TokenCounter:
-    """Wraps a data collator and counts the real (non-padding) tokens it hands to the model."""
+    """Wraps the training data collator and counts the real (non-padding) tokens and the samples
+    of each batch. The dataloader builds batches ahead of the step that trains them, so a batch's
+    counts wait in a queue until `step_done` takes that step's micro-batches: `tokens` and
+    `samples` are what has been trained."""
 
     def __init__(self, collator):
         self.collator = collator
         self.tokens = 0
         self.samples = 0
+        self._built: deque[tuple[int, int]] = deque()  # (tokens, samples) of batches not yet trained
 
     def __call__(self, features):
         batch = self.collator(features)
         mask = batch.get("attention_mask") if hasattr(batch, "get") else None
         ids = batch["input_ids"]
-        self.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
-        self.samples += int(ids.shape[0])
+        self._built.append((int(mask.sum()) if mask is not None else int(ids.numel()), int(ids.shape[0])))
         return batch
+
+    def step_done(self, micro_batches: int) -> None:
+        """An optimizer step consumed `micro_batches` batches (gradient accumulation); fewer at
+        the end of an epoch, where the queue holds only what is left of it."""
+        for _ in range(min(micro_batches, len(self._built))):
+            tokens, samples = self._built.popleft()
+            self.tokens += tokens
+            self.samples += samples
+
+
+def count_training_tokens(trainer) -> TokenCounter:
+    """A TokenCounter on the trainer's training batches only: evaluation batches go through the
+    same `data_collator` attribute, so the counter is swapped in just while the training
+    dataloader is built (which keeps its collate function)."""
+    counter = TokenCounter(trainer.data_collator)
+    build = trainer.get_train_dataloader
+
+    def get_train_dataloader():
+        plain = trainer.data_collator
+        trainer.data_collator = counter
+        try:
+            return build()
+        finally:
+            trainer.data_collator = plain
+
+    trainer.get_train_dataloader = get_train_dataloader
+    return counter
 
 
 class InjectedOOM:
@@ -85,6 +117,7 @@ class ProgressCallback(TrainerCallback):
         self.inject.check(self.step_in_progress)
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.tokens.step_done(args.gradient_accumulation_steps)
         if (self.run_dir / PAUSE_FILE).exists():
             self._pause(state)
         if self.stop.requested:

@@ -78,7 +78,7 @@ class TrainingRun:
         import torch
         from trl import SFTConfig, SFTTrainer
 
-        from engine.progress_callback import ProgressCallback, TokenCounter
+        from engine.progress_callback import ProgressCallback, count_training_tokens
         from engine.training_args import sft_config_kwargs
 
         on_gpu = torch.cuda.is_available()
@@ -103,8 +103,7 @@ class TrainingRun:
             eval_dataset=data.eval if kwargs["eval_strategy"] != "no" else None,
             processing_class=tokenizer,
         )
-        counter = TokenCounter(trainer.data_collator)
-        trainer.data_collator = counter
+        counter = count_training_tokens(trainer)
         progress = ProgressCallback(
             self.events, self.stop, counter, diagnostician,
             batch_size=session.training.per_device_train_batch_size,

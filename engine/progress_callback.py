@@ -96,7 +96,8 @@ class ProgressCallback(TrainerCallback):
         self.run_dir: Path = stop_flag.run_dir
         self.resume_from = resume_from
         self.inject = InjectedOOM(os.environ.get("LORA_TUI_INJECT_OOM"), batch_size)
-        self._t0 = self._last_time = time.monotonic()
+        self._t0 = self._mark = time.monotonic()
+        self._train_seconds = 0.0  # training time since the last log: no evaluation, save or pause
         self._first_step = 0
         self._last_tokens = self._last_samples = 0
         self.stopped_on_request = False
@@ -104,7 +105,7 @@ class ProgressCallback(TrainerCallback):
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
-        self._t0 = self._last_time = time.monotonic()
+        self._t0 = self._mark = time.monotonic()
         self._first_step = state.global_step
         self.events.emit(
             "start", total_steps=state.max_steps, num_train_epochs=args.num_train_epochs,
@@ -118,6 +119,9 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.tokens.step_done(args.gradient_accumulation_steps)
+        now = time.monotonic()
+        self._train_seconds += now - self._mark
+        self._mark = now
         if (self.run_dir / PAUSE_FILE).exists():
             self._pause(state)
         if self.stop.requested:
@@ -134,7 +138,7 @@ class ProgressCallback(TrainerCallback):
             time.sleep(0.5)
         # A pause is not training time: keep the throughput and ETA honest.
         self._t0 += time.monotonic() - paused_at
-        self._last_time += time.monotonic() - paused_at
+        self._mark = time.monotonic()
         self.events.emit("status", state="running", step=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -146,7 +150,9 @@ class ProgressCallback(TrainerCallback):
         if "loss" not in logs:
             return
         now = time.monotonic()
-        window = max(now - self._last_time, 1e-9)
+        # Throughput over the steps' own time: an evaluation or a checkpoint between two logs would
+        # otherwise halve it for one line (the ETA below keeps them: they take wall time too).
+        window = max(self._train_seconds, 1e-9)
         elapsed = now - self._t0
         done = max(step - self._first_step, 1)
         remaining = max(state.max_steps - step, 0)
@@ -164,12 +170,16 @@ class ProgressCallback(TrainerCallback):
             total_steps=state.max_steps,
             memory_gb=_memory_gb(),
         )
-        self._last_time, self._last_tokens, self._last_samples = now, self.tokens.tokens, self.tokens.samples
+        self._train_seconds, self._last_tokens, self._last_samples = 0.0, self.tokens.tokens, self.tokens.samples
         self._diagnose(self.events.emit("log", **record))
 
     def on_save(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.events.emit("checkpoint", step=state.global_step, path=str(path))
+        self._mark = time.monotonic()  # the save was not training time
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._mark = time.monotonic()  # nor was the evaluation
 
     def _diagnose(self, event: dict) -> None:
         if self.diagnostician is None:

@@ -1,6 +1,7 @@
 """Tokens/s and tokens_seen count what was trained: the training batches of each optimizer step
 (all its gradient-accumulation micro-batches), not the batch the dataloader has already built for
-the next step, and not the evaluation batches that pass through the same collator attribute.
+the next step, and not the evaluation batches that pass through the same collator attribute; and
+tokens/s is over the steps' own time, not the evaluations between them.
 
 A real TRL SFTTrainer (the peft backend's, which runs on the CPU) in a fresh process, on a tiny randomly initialised Llama (only the counting
 is under test), with rows that all have the same length so the exact count is known.
@@ -17,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = r'''
-import json, sys
+import json, sys, time
 from pathlib import Path
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 from trl import SFTConfig
 from engine.backends.peft_backend import trainer_class  # TRL's SFTTrainer; its CPU loss without Triton
 from engine.data import prepare_dataset
@@ -40,11 +41,18 @@ args = SFTConfig(output_dir=str(run_dir), max_length=256, per_device_train_batch
                  completion_only_loss=True, report_to=[], use_cpu=True, bf16=False, dataloader_num_workers=0)
 trainer = trainer_class()(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tok)
 counter = count_training_tokens(trainer)
+
+class SlowEvaluation(TrainerCallback):  # an evaluation that takes a second: not training time
+    def on_evaluate(self, args, state, control, **kwargs):
+        time.sleep(1.0)
+
+trainer.add_callback(SlowEvaluation())
 trainer.add_callback(ProgressCallback(EventWriter(run_dir), StopFlag(run_dir), counter))
 trainer.train()
 logs = [e for e in read_events(run_dir) if e["event"] == "log"]
 print("RESULT " + json.dumps({"length": length, "tokens": counter.tokens, "samples": counter.samples,
-                              "eval_rows": len(data.eval), "tokens_seen": [e["tokens_seen"] for e in logs]}))
+                              "eval_rows": len(data.eval), "tokens_seen": [e["tokens_seen"] for e in logs],
+                              "tokens_per_second": [e["tokens_per_second"] for e in logs]}))
 '''
 
 
@@ -63,3 +71,6 @@ def test_tokens_seen_counts_the_trained_batches_only(tmp_path):
     assert result["samples"] == 3 * 2 * 2
     assert result["tokens"] == 3 * per_step
     assert result["tokens_seen"] == [per_step, 2 * per_step, 3 * per_step]
+    # Steps 2 and 3 each follow a one-second evaluation; a step of this tiny model takes a few
+    # milliseconds, so a rate under per_step / 0.5 s would mean the evaluation was counted as training.
+    assert all(rate > per_step / 0.5 for rate in result["tokens_per_second"][1:]), result["tokens_per_second"]

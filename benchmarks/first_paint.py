@@ -42,10 +42,10 @@ COLUMNS, LINES = 120, 40
 MARKERS = {"wizard": b"What this machine has", "bare": b"the first screen of a bare Textual app"}
 HEAVY = ("pydantic", "torch", "transformers", "unsloth", "datasets", "peft", "trl")
 
-# Both children note the time their first frame's text was written (the parent reads the terminal
-# too; the child's own note needs no parsing) and which heavy modules were loaded at that moment.
+# The clock is the parent's (it reads the terminal). Each child notes only which heavy modules it
+# had loaded when its first frame's text was written.
 PRELUDE = r"""
-import json, os, sys, time
+import json, os, sys
 _marker = %r.encode()
 _report = os.environ["FIRST_PAINT_REPORT"]
 def _note_first_frame():
@@ -55,7 +55,7 @@ def _note_first_frame():
         if _marker.decode() in text and not os.path.exists(_report):
             heavy = [m for m in %r if m in sys.modules]
             with open(_report, "w") as out:
-                json.dump({"painted_at": time.time(), "heavy": heavy}, out)
+                json.dump({"heavy": heavy}, out)
         return original(self, text)
     w.WriterThread.write = write
 """
@@ -130,8 +130,7 @@ def measure_once(kind: str, state: Path) -> dict:
         raise RuntimeError(f"the {kind} app drew no first screen within 120 s; its terminal showed: {text!r}")
     child = json.loads(report.read_text()) if report.exists() else {}
     time.sleep(0.2)  # let the killed child's memory be returned before the next one starts
-    return {"painted_s": seen_at - launched, "written_s": child.get("painted_at", seen_at) - launched,
-            "cpu_s": cpu_s, "heavy": child.get("heavy", [])}
+    return {"painted_s": seen_at - launched, "cpu_s": cpu_s, "heavy": child.get("heavy", [])}
 
 
 def _cpu_seconds(pid: int) -> float:

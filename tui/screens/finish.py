@@ -57,19 +57,18 @@ def load_snippet(run_dir: Path) -> str:
     )
 
 
-def _end_event(run_dir: Path) -> dict:
-    return next((e for e in reversed(read_events(run_dir)) if e.get("event") == "end"), {})
+def _last_event(events: list[dict], kind: str) -> dict:
+    return next((e for e in reversed(events) if e.get("event") == kind), {})
 
 
-def _has_alpaca_input(run_dir: Path) -> bool:
+def _has_alpaca_input(events: list[dict]) -> bool:
     """Whether the run trained on instruction data with an `input` column (its data report says)."""
-    data = next((e for e in reversed(read_events(run_dir)) if e.get("event") == "data"), {})
+    data = _last_event(events, "data")
     return data.get("format") == "instruction" and bool((data.get("columns") or {}).get("input"))
 
 
-def _summary(run_dir: Path) -> str:
-    events = read_events(run_dir)
-    end = _end_event(run_dir)
+def _summary(events: list[dict]) -> str:
+    end = _last_event(events, "end")
     losses = [e["loss"] for e in events if e.get("event") == "log" and isinstance(e.get("loss"), (int, float))]
     evals = [e["eval_loss"] for e in events if e.get("event") == "eval" and isinstance(e.get("eval_loss"), (int, float))]
     parts = [f"{end.get('status', 'unfinished')} at step {end.get('step', '?')}"]
@@ -110,11 +109,12 @@ class FinishScreen(Screen):
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         run_dir = self.run_dir
+        events = read_events(run_dir)  # once: a long run's events file is megabytes
         adapter = run_dir / ADAPTER_DIR
         saved = adapter if adapter.is_dir() or not (run_dir / FULL_MODEL_DIR).is_dir() else run_dir / FULL_MODEL_DIR
         kind = "Adapter (PEFT)" if saved.name == ADAPTER_DIR else "Model (full fine-tuning)"
         with VerticalScroll(id="finish-body"):
-            yield Static(f"Run finished: {_summary(run_dir)}", id="finish-title", markup=False)
+            yield Static(f"Run finished: {_summary(events)}", id="finish-title", markup=False)
             with Vertical(classes="panel", id="saved-panel") as panel:
                 panel.border_title = kind
                 weights = sorted(saved.glob("*.safetensors")) if saved.is_dir() else []
@@ -140,7 +140,7 @@ class FinishScreen(Screen):
                 panel.border_subtitle = "greedy, same template as training"
                 with Vertical(id="prompts"):
                     yield Input(placeholder="A prompt for both models (enter to generate)", id="prompt")
-                    if _has_alpaca_input(run_dir):  # trained with an ### Input block: try it the same way
+                    if _has_alpaca_input(events):  # trained with an ### Input block: try it the same way
                         yield Input(placeholder="Its input, as in your data's input column (optional; enter to generate)",
                                     id="prompt-input")
                 with Horizontal(id="answers"):

@@ -109,12 +109,12 @@ def propose_columns(table: RawTable, fmt: str) -> dict[str, Optional[str]]:
 
 def detect_format(table: RawTable) -> str:
     """The format the columns suggest; DataError when nothing fits."""
+    lower = {name.lower() for name in table.column_names}
+    if "prompt" in lower and "completion" in lower:  # text, or TRL's conversational prompt-completion turns
+        return "prompt_completion"
     for shape in ("messages", "sharegpt"):
         if _conversation_column(table, shape) is not None:
             return shape
-    lower = {name.lower() for name in table.column_names}
-    if "prompt" in lower and "completion" in lower:
-        return "prompt_completion"
     instruction = propose_columns(table, "instruction")
     if instruction["instruction"] and instruction["response"]:
         return "instruction"

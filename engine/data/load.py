@@ -40,6 +40,8 @@ class RawTable:
     num_rows: int
     # The file line each row starts on (JSONL, CSV, TSV); None where rows have no lines.
     line_numbers: Optional[list[int]] = field(default=None, repr=False)
+    # How the file was read when that is not "one row per object", e.g. one conversation in the file.
+    note: str = ""
 
     def where(self, index: int) -> str:
         """'data.jsonl, line 12' or 'data.parquet, row 12' for the row at `index` (0-based)."""
@@ -155,6 +157,12 @@ def _load_json(path: str, text: str, source: str = "json") -> RawTable:
             f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
             "a .json dataset is a list of objects, or an object holding one."
         ) from None
+    single = _one_conversation(value)
+    if single is not None:
+        row, note = single
+        table = _table_from_rows(path, source, [row], None)
+        table.note = note
+        return table
     rows = value
     if isinstance(value, dict):
         rows = _list_inside(path, value)
@@ -166,6 +174,28 @@ def _load_json(path: str, text: str, source: str = "json") -> RawTable:
         if not isinstance(row, dict):
             raise DataError(f"{path}, row {index + 1}: a JSON {_json_type(row)}, not an object; every row must be an object such as {{\"text\": \"...\"}}.")
     return _table_from_rows(path, source, rows, None)
+
+
+def _is_turn_list(items: Any) -> bool:
+    """A list of chat turns (ShareGPT from/value or OpenAI role/content objects), not a list of rows."""
+    if not isinstance(items, list) or not items:
+        return False
+    return all(isinstance(turn, dict) and (("from" in turn and "value" in turn) or
+                                           ("role" in turn and ("content" in turn or "tool_calls" in turn)))
+               for turn in items)
+
+
+def _one_conversation(value: Any) -> Optional[tuple[dict, str]]:
+    """(the row, a note) when the whole JSON is one conversation: an object holding one list of turns
+    (with its other keys, such as `tools` or `system`, as the row's other columns), or a bare list of turns."""
+    if isinstance(value, list) and _is_turn_list(value):
+        key = "conversations" if "from" in value[0] else "messages"
+        return {key: value}, f"one conversation (the file is a list of {len(value)} turns), read as 1 row"
+    if isinstance(value, dict):
+        keys = [key for key, item in value.items() if _is_turn_list(item)]
+        if len(keys) == 1:
+            return value, f"one conversation (a JSON object holding one {keys[0]!r} list), read as 1 row"
+    return None
 
 
 def _list_inside(path: str, value: dict) -> Any:

@@ -15,9 +15,11 @@ from typing import Any, Optional
 
 from engine.data.detect import resolve_mapping
 from engine.data.load import RawTable, load_table
+from engine.data.placeholders import PlaceholderFinder
 from engine.data.report import DataReport, RenderedExample
 from engine.data.rows import Records, build_records
-from engine.data.templates import Renderer
+from engine.data.shapes import Shape, check_trainable, recognise, tools_refusal
+from engine.data.templates import Renderer, supports_tools
 from engine.errors import DataError
 
 SAMPLE_ROWS = 3
@@ -37,6 +39,8 @@ class DatasetScan:
     skipped_rows: int = 0
     skip_reasons: list[str] = field(default_factory=list)
     format_origin: str = "detected"  # detected | given | from dataset.columns
+    shape: str = "supervised"  # supervised | tool_calling | preference (the chosen answers, as mapped)
+    shape_description: str = "supervised fine-tuning data"  # what the file holds, in words
 
 
 @dataclass
@@ -48,12 +52,18 @@ class PreparedData:
 
 def _scan(path: str, format: str, columns: Optional[dict], skip_invalid_rows: bool) -> tuple[DatasetScan, RawTable, Records]:
     table = load_table(path)
+    # Preference, KTO, multimodal and pre-tokenized files are named and refused before any row is read as chat.
+    shape = check_trainable(recognise(table), table, columns)
     fmt, mapping, origin = resolve_mapping(table, format, columns)
     records = build_records(table, fmt, mapping, skip_invalid_rows)
+    if records.tool_rows and shape.kind == "supervised":  # tool turns past the rows the shape was judged on
+        shape = Shape("tool_calling", f"tool-calling conversations ({records.tool_rows:,} rows with tool calls, "
+                                      f"results or definitions); {shape.description}")
     scan = DatasetScan(
         path=table.path, source=table.source, num_rows=table.num_rows, column_names=list(table.column_names),
         format=fmt, columns=mapping, sample_rows=[table.row(i) for i in range(min(SAMPLE_ROWS, table.num_rows))],
         skipped_rows=records.skipped_rows, skip_reasons=list(records.skip_reasons), format_origin=origin,
+        shape=shape.kind, shape_description=shape.description,
     )
     return scan, table, records
 
@@ -166,8 +176,15 @@ def prepare_dataset(cfg, tokenizer, max_seq_length: int, seed: int = 42) -> Prep
     if max_seq_length <= 0:
         raise DataError(f"model.max_seq_length must be positive (got {max_seq_length}).")
     scan, table, records = _scan(cfg.path, cfg.format, cfg.columns, cfg.skip_invalid_rows)
-    renderer = Renderer(tokenizer, scan.format, cfg.template, cfg.completion_only_loss)
+    shape_description = scan.shape_description
+    if records.tool_rows:
+        if not supports_tools(tokenizer):
+            raise DataError(tools_refusal(cfg.path, shape_description))
+        shape_description += ", rendered with the tools support of the model's chat template"
+    renderer = Renderer(tokenizer, scan.format, cfg.template, cfg.completion_only_loss,
+                        conversational=records.conversational)
     texts, flags = _render_all(renderer, records, table)
+    warnings = _placeholder_warnings(tokenizer, texts, flags, records, table)
 
     rendered = datasets.Dataset.from_dict({"seg_text": texts, "seg_trained": flags})
     tokenize = _tokenize_by_segment if _segmentwise_is_lossless(tokenizer) else _tokenize_whole
@@ -210,6 +227,13 @@ def prepare_dataset(cfg, tokenizer, max_seq_length: int, seed: int = 42) -> Prep
         truncated_rows=sum(1 for n in lengths_list if n > max_seq_length), examples=examples,
         path=scan.path, source=scan.source, format_origin=scan.format_origin, template=renderer.template,
         max_seq_length=max_seq_length, completion_only_loss=cfg.completion_only_loss, dropped_rows=dropped,
-        skip_reasons=scan.skip_reasons,
+        skip_reasons=scan.skip_reasons, shape=scan.shape, shape_description=shape_description, warnings=warnings,
     )
     return PreparedData(train=train, eval=evaluation, report=report)
+
+
+def _placeholder_warnings(tokenizer, texts, flags, records: Records, table: RawTable) -> list[str]:
+    finder = PlaceholderFinder(tokenizer)
+    trained = ("".join(text for text, on in zip(row_texts, row_flags) if on) for row_texts, row_flags in zip(texts, flags))
+    finding = finder.search(zip(trained, (table.where(i) for i in records.row_indices)))
+    return [finding.warning()] if finding else []

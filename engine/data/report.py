@@ -49,6 +49,9 @@ class DataReport:
     # Rows whose trained part lay wholly past max_seq_length: nothing left to learn, so dropped.
     dropped_rows: int = 0
     skip_reasons: list[str] = field(default_factory=list)
+    shape: str = "supervised"  # supervised | tool_calling | preference (its chosen answers, as mapped)
+    shape_description: str = "supervised fine-tuning data"
+    warnings: list[str] = field(default_factory=list)  # trained anyway, but worth a look (placeholders)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -60,7 +63,11 @@ class DataReport:
         lines = [f"Dataset: {self.path}" + (f" ({self.source})" if self.source else "")]
         mapped = ", ".join(f"{role} <- {col!r}" for role, col in self.columns.items() if col) or "none"
         lines.append(f"  format:     {self.format} ({self.format_origin}); columns: {mapped}")
-        template = "Alpaca layout" if self.template == "alpaca" else "the model's chat template"
+        lines.append(f"  data:       {self.shape_description}")
+        if self.format == "text":  # plain text is trained as written, whatever dataset.template says
+            template = "no layout (plain text as written)"
+        else:
+            template = "the model's chat template" if self.template == "chat" else "Alpaca layout"
         trained = "the responses only" if self.completion_only_loss and self.format != "text" else "the whole text"
         lines.append(f"  template:   {template}; loss on {trained}")
         rows = f"  rows:       {self.num_rows:,} in the file"
@@ -81,6 +88,8 @@ class DataReport:
             )
         cut = f"  truncation: {self.truncated_rows:,} of {self.num_rows - self.skipped_rows:,} rows are longer than max_seq_length {self.max_seq_length:,}"
         lines.append(cut + (" and are cut" if self.truncated_rows else ""))
+        for warning in self.warnings:
+            lines.append(f"  warning:    {warning}")
         for number, example in enumerate(self.examples, start=1):
             lines.append("")
             lines.append(f"Example {number} (exactly as the model sees it; trained part between {TRAINED_START} and {TRAINED_END}):")

@@ -3,6 +3,8 @@ is trained and nothing is written to the run folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.conftest import run_cli, small_session, write_session
 
 
@@ -40,3 +42,38 @@ def test_replay_of_a_malformed_dataset_is_one_line_naming_the_line(tmp_path):
     assert str(data) in result.stderr and "line 2" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+SHAPES = Path(__file__).resolve().parent / "data" / "shapes"
+
+
+def test_dry_run_names_kto_data_in_one_sentence(tmp_path):
+    data = SHAPES / "llamafactory_kto.json"
+    session = small_session(tmp_path, dataset__path=str(data))
+    result = run_cli("--replay", str(write_session(tmp_path, session)), "--dry-run", timeout=600)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert f"{data}: KTO data (a boolean 'label' marks each answer desirable or not; 1 of 3 are false)" in message
+    assert "keep only the rows whose 'label' is true" in message and "skip_invalid_rows" not in message
+    assert "Dry run OK" not in result.stdout
+
+
+def test_dry_run_of_tool_calls_says_the_template_has_no_tool_support(tmp_path):
+    data = SHAPES / "openai_tools.jsonl"
+    session = small_session(tmp_path, dataset__path=str(data))
+    result = run_cli("--replay", str(write_session(tmp_path, session)), "--dry-run", timeout=600)
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert f"{data}: tool-calling conversations (OpenAI role tool and tool_calls, a 'tools' column)" in message
+    assert "this model's chat template has no tool support" in message
+
+
+def test_dry_run_warns_about_unfilled_placeholders_and_passes(tmp_path):
+    session = small_session(tmp_path, dataset__path=str(SHAPES / "placeholders.jsonl"))
+    result = run_cli("--replay", str(write_session(tmp_path, session)), "--dry-run", timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "  data:       supervised fine-tuning data" in result.stdout
+    assert "  warning:    2 of 3 rows have what look like unfilled placeholders in the trained part (3 in all), e.g. '{{name}}'" in result.stdout
+    assert result.stdout.rstrip().endswith("Dry run OK: the session is ready to train.")

@@ -226,6 +226,7 @@ class DatasetScreen(StepScreen):
         self.query_one("#scan-summary", Static).update(
             f"[b]{scan.num_rows:,}[/b] rows ({scan.source}{skipped}); format [b]{scan.format}[/b] ({origin}); "
             f"columns: {escape(', '.join(scan.column_names))}"
+            + (f"\n{escape(scan.shape_description)}" if scan.shape_description != "supervised fine-tuning data" else "")
         )
         self._show_roles(scan)
         self.commit(strict=False)
@@ -309,6 +310,9 @@ class DatasetScreen(StepScreen):
         text.append(f"{report.train_rows:,} train, {report.eval_rows:,} eval.  ")
         text.append("Trained-on text", style="bold reverse green")
         text.append(" is highlighted.\n")
+        for warning in report.warnings:  # unfilled placeholders in the trained part
+            text.append("Warning  ", style="bold yellow")
+            text.append(warning + "\n")
         for index, example in enumerate(report.examples[:2]):
             text.append(f"\n── example {index + 1} " + "─" * 30 + "\n", style="dim")
             for segment, trained in example.segments:

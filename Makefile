@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_MODEL := HuggingFaceTB/SmolLM2-135M-Instruct
 
-.PHONY: setup demo test test-fast screenshots bench clean
+.PHONY: setup demo lint test test-fast screenshots bench clean
 
 # The venv is rebuilt only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -19,7 +19,10 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/lora-tui --model $(DEMO_MODEL) --dataset data/demo/extract_contacts.jsonl
 
-test: setup
+lint: $(BIN)/.installed
+	$(BIN)/ruff check engine tui tests benchmarks scripts
+
+test: setup lint
 	$(BIN)/python -m pytest -q --timeout=900 --durations=15 tests
 
 test-fast: setup

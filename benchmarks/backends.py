@@ -19,14 +19,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.replay_runs import (  # noqa: E402
-    DEMO_MODEL, describe_machine, machine, make_session, median, on_gpu, run_replay, write_json,
+from benchmarks.replay_runs import (
+    DEMO_MODEL,
+    describe_machine,
+    machine,
+    make_session,
+    median,
+    on_gpu,
+    run_replay,
+    write_json,
 )
 
 
 def peft_backend_missing() -> str | None:
     """Why the peft backend cannot be compared here, or None when it can."""
-    if importlib.util.find_spec("engine.backends.peft_backend") is None:
+    if importlib.util.find_spec("engine.training.backends.peft_backend") is None:
         return "engine/backends/peft_backend.py is not there yet (being written); skipping the comparison."
     return None
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.data.templates import alpaca_prompt  # noqa: E402
+from engine.data.templates import alpaca_prompt
 
 WORDS = ("the model learns to answer questions about contacts orders invoices weather travel recipes code "
          "tests a short reply with names numbers dates and places in several sentences of plain text").split()
@@ -72,7 +72,7 @@ def baseline(records: list[dict], tokenizer, fmt: str, max_len: int) -> float:
 
 def ours(path: Path, tokenizer, max_len: int):
     from engine.data import prepare_dataset
-    from engine.session import DatasetSection
+    from engine.session.schema import DatasetSection
 
     start = time.perf_counter()
     data = prepare_dataset(DatasetSection(path=str(path), eval_fraction=0.05), tokenizer, max_len)

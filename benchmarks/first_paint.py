@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.replay_runs import ROOT, describe_machine, machine, median, write_json  # noqa: E402
+from benchmarks.replay_runs import ROOT, describe_machine, machine, median, write_json
 
 GOAL = 1.5
 COLUMNS, LINES = 120, 40

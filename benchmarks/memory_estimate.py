@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.architecture import inspect_model  # noqa: E402
-from engine.memory import GPU_CONTEXT_GB, estimate_memory  # noqa: E402
+from engine.planner.architecture import inspect_model  # noqa: E402
+from engine.planner.memory import GPU_CONTEXT_GB, estimate_memory  # noqa: E402
 
 TORCHTUNE = "torchtune README, 'Memory and training speed' (bs 2, packed seq 2048, compile)"
 TORCHTUNE_3B = "torchtune README, 'Optimization flags' (Llama 3.2 3B, bs 2, seq 4096, A100, peak active)"
@@ -168,7 +168,7 @@ def main() -> int:
     print("-" * len(header))
     source = None
     for row in rows:
-        point, estimate = row["point"], row["estimate"]
+        point = row["point"]
         if point.source != source:
             source = point.source
             print(f"# {source}")

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/peak_memory.py [--cases lora:256,lora:512,qlora:256,qlora:512] [--steps 4]
 
 Each case is a real `lora-tui --replay` of the demo model on rows long enough that every batch is
-full (truncated at max_seq_length), and the estimate is `engine.memory.estimate_memory` on
-`engine.architecture.inspect_model` with that session's settings, as the planner computes it.
+full (truncated at max_seq_length), and the estimate is `engine.planner.memory.estimate_memory` on
+`engine.planner.architecture.inspect_model` with that session's settings, as the planner computes it.
 
   CPU: measured = the worker's peak RSS (the kernel's high-water mark, getrusage of the reaped
        worker), against the estimate with device="cpu" (which includes the Python process and
@@ -24,16 +24,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.replay_runs import (  # noqa: E402
-    DEMO_MODEL, describe_machine, machine, make_session, on_gpu, run_replay, write_json, write_long_rows,
+from benchmarks.replay_runs import (
+    DEMO_MODEL,
+    describe_machine,
+    machine,
+    make_session,
+    on_gpu,
+    run_replay,
+    write_json,
+    write_long_rows,
 )
 
 
 def planner_estimate(session, device: str):
     """The planner's figure for exactly this session."""
-    from engine.architecture import inspect_model
-    from engine.memory import estimate_memory
     from engine.models import resolve_model
+    from engine.planner.architecture import inspect_model
+    from engine.planner.memory import estimate_memory
 
     info = inspect_model(resolve_model(session.model.name).path)
     t = session.training

@@ -20,9 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -115,7 +116,7 @@ def make_session(run_dir: Path, *, dataset: Path = DEMO_DATA, model: str = DEMO_
                  backend: str = "unsloth", max_seq_length: int = 256, batch_size: int = 4, steps: int = 20,
                  r: int = 16, gradient_checkpointing="unsloth"):
     """A short, fixed run: every step logged, no eval, the only checkpoint after the last log."""
-    from engine.session import Session
+    from engine.session.schema import Session
 
     return Session.model_validate({
         "model": {"name": model, "max_seq_length": max_seq_length},
@@ -141,8 +142,8 @@ def bench_env(work: Path) -> dict:
 def run_replay(session, work: Path, name: str, *, timeout: float = 1800,
                sampler: Optional[Callable[[dict], None]] = None) -> ReplayRun:
     """`lora-tui --replay` on `session` (saved as work/name.json), wrapped to read the peak RSS."""
-    from engine.events import read_events
-    from engine.session import save_session
+    from engine.runs.events import read_events
+    from engine.session.schema import save_session
 
     run_dir = Path(session.output.dir)
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -184,7 +185,7 @@ def write_long_rows(path: Path, rows: int, words: int, seed: int = 0) -> Path:
 
 def on_gpu() -> bool:
     """Through the project's hardware seam (NVML), without importing torch here."""
-    from engine.hardware import probe_hardware
+    from engine.planner.hardware import probe_hardware
 
     return not probe_hardware().cpu_only
 
@@ -203,11 +204,11 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "load_1min": round(os.getloadavg()[0], 1)}
     try:
-        from engine.hardware import probe_hardware
+        from engine.planner.hardware import probe_hardware
 
         gpus = probe_hardware().gpus
         info["gpu"] = ", ".join(f"{g.name} ({g.total_gb:.0f} GB)" for g in gpus) or None
-    except Exception:  # noqa: BLE001 - a description, never a failure
+    except Exception:  # a description, never a failure
         info["gpu"] = None
     return info
 

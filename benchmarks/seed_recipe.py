@@ -10,24 +10,23 @@ It writes, per logging step, the wall time and TRL's own running count of non-pa
 (`num_tokens`), plus its peak RSS and torch's peak allocated GPU memory.
 """
 
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
 import unsloth  # noqa: F401  (first, as the recipe says: it patches transformers and TRL)
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
 from unsloth import FastLanguageModel
-
-import json  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.data import prepare_dataset  # noqa: E402
-from engine.models import resolve_model  # noqa: E402
-from engine.session import DatasetSection  # noqa: E402
+from engine.data import prepare_dataset
+from engine.models import resolve_model
+from engine.session.schema import DatasetSection
 
 
 class StepClock(TrainerCallback):

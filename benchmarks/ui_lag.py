@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from textual.app import App  # noqa: E402
 
-from engine.events import EventWriter, read_events  # noqa: E402
+from engine.runs.events import EventWriter, read_events  # noqa: E402
 from tui.screens.training import TrainingScreen  # noqa: E402
 
 PROBE_INTERVAL = 0.010
@@ -93,7 +93,7 @@ def _log_fields(step: int, total: int, rng: random.Random) -> dict:
 FLOOD_WRITER = """
 import random, sys, time
 sys.path.insert(0, {root!r})
-from engine.events import EventWriter
+from engine.runs.events import EventWriter
 from benchmarks.ui_lag import _log_fields
 writer = EventWriter({run_dir!r})
 total = 10**7
@@ -114,8 +114,8 @@ def start_flood(run_dir: Path, seconds: float, rate: int = 200) -> subprocess.Po
 
 def start_training(work: Path, seconds: float):
     """A real run of the demo model, long enough to outlast the measurement."""
-    from engine.runs import launch
-    from engine.session import Session
+    from engine.runs.registry import launch
+    from engine.session.schema import Session
 
     session = Session.model_validate({
         "dataset": {"path": str(DEMO_DATA), "eval_fraction": 0.0},
@@ -174,7 +174,7 @@ def main() -> int:
                 else:
                     print(f"training did not start; see {handle.run_dir / 'worker.log'}", file=sys.stderr)
             finally:
-                from engine.runs import request_stop, run_state
+                from engine.runs.registry import request_stop, run_state
 
                 request_stop(handle.run_dir)
                 deadline = time.monotonic() + 120

@@ -24,15 +24,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.replay_runs import (  # noqa: E402
-    DEMO_MODEL, ROOT, bench_env, describe_machine, machine, make_session, median, run_replay, steady_throughput, write_json,
+from benchmarks.replay_runs import (
+    DEMO_MODEL,
+    ROOT,
+    bench_env,
+    describe_machine,
+    machine,
+    make_session,
+    median,
+    run_replay,
+    steady_throughput,
+    write_json,
 )
 
 GOAL = 0.97
 
 
 def run_bare(session, work: Path, name: str, timeout: float = 1800) -> dict:
-    from engine.session import save_session
+    from engine.session.schema import save_session
 
     session_path = save_session(session, work / f"{name}.json")
     result_path = work / f"{name}.result.json"

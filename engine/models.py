@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from engine.errors import ModelError
 from engine.paths import atomic_write_text, cache_dir
@@ -44,9 +46,20 @@ def models_cache() -> Path:
     return cache_dir() / "models"
 
 
-def _is_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+# owner/name, as the Hugging Face hub spells repository ids.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A suffix that makes "owner/name" a file path instead ("data/train.jsonl", "models/x.gguf").
+FILE_SUFFIXES = frozenset({".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".pq", ".arrow",
+                           ".txt", ".gguf", ".safetensors", ".bin"})
+
+
+def is_hub_id(name: str, base_dir: Optional[Path] = None) -> bool:
+    """The one rule for "is this a hub id": `owner/name` with no file suffix, and nothing of that
+    name on disk (relative to `base_dir`, else the working folder). Models and datasets alike."""
+    name = str(name).strip()
+    if not _HUB_ID.match(name) or Path(name).suffix.lower() in FILE_SUFFIXES:
+        return False
+    return not ((base_dir or Path.cwd()) / name).exists()
 
 
 def _hf_cache_snapshot(repo_id: str) -> Optional[str]:
@@ -186,7 +199,7 @@ def resolve_model(name: str, announce: Announce = None) -> ResolvedModel:
                 return resolve_model(str(ggufs[0]), announce)
             raise ModelError(f"{local}: this folder has no config.json; a model folder holds config.json and its weights.")
         return ResolvedModel(name, str(local.resolve()), "folder")
-    if not _is_hub_id(name):
+    if not is_hub_id(name):
         raise ModelError(f"{name}: not a folder, a .gguf file or a hub id of the form owner/name.")
     cached = _hf_cache_snapshot(name)
     if cached:
@@ -224,7 +237,7 @@ def locate_config(name: str) -> Optional[Path]:
     if local.suffix == ".gguf" and local.is_file():
         converted = _converted_dir_for_gguf(local)
         return converted / "config.json" if _is_converted(converted) else None
-    if _is_hub_id(name):
+    if is_hub_id(name):
         cached = _hf_cache_snapshot(name)
         if cached:
             return Path(cached) / "config.json"
@@ -233,23 +246,73 @@ def locate_config(name: str) -> Optional[Path]:
     return None
 
 
-def load_config_dict(name: str, announce: Announce = None) -> dict:
-    """The model's config.json as a dict; converts a GGUF (or fetches the demo) if it must."""
-    path = locate_config(name)
-    if path is None:
-        if _is_hub_id(name) and name != DEMO_MODEL and hub_reachable():
-            try:
-                from huggingface_hub import hf_hub_download
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's config.json, read without loading weights."""
 
-                path = Path(hf_hub_download(name, "config.json"))
-            except Exception as exc:
-                raise ModelError(f"{name}: could not fetch its config.json from the hub ({exc}).") from None
-        else:
-            path = Path(resolve_model(name, announce).path) / "config.json"
+    data: dict
+    source: str  # where it was found, for the person: a path, "Hugging Face cache (...)", ...
+    folder: Optional[Path]  # the model folder beside it (remote code lives there), if any
+
+
+def model_config(name: str, announce: Announce = None) -> ModelConfig:
+    """The config of a hub id, model folder, `config.json` path or `.gguf` file.
+
+    No weights are loaded; a `.gguf` file (or the demo model) is converted once if it must be.
+    Bad input raises ModelError with one sentence.
+    """
+    name = str(name).strip()
+    local = Path(name).expanduser()
+    if local.is_file() and local.suffix != ".gguf":
+        return ModelConfig(_read_config_file(local), str(local), local.parent)
+    if local.is_dir() and (local / "config.json").is_file():
+        path = local / "config.json"
+        return ModelConfig(_read_config_file(path), str(path), local)
+    if local.is_dir() and not any(local.glob("*.gguf")):
+        raise ModelError(f"The folder {local} has no config.json; a model folder holds the config.json of a Hugging Face model.")
+    if local.exists():  # a .gguf file, or a folder holding one: converted once, then cached
+        path = Path(resolve_model(name, announce).path) / "config.json"
+        return ModelConfig(_read_config_file(path), str(local), None)
+    if not is_hub_id(name):
+        raise ModelError(f"No such model file or folder: {name}.")
+    cached = _hf_cache_snapshot(name)
+    if cached:
+        path = Path(cached) / "config.json"
+        return ModelConfig(_read_config_file(path), f"Hugging Face cache ({path})", Path(cached))
+    if name == DEMO_MODEL:
+        path = Path(resolve_model(name, announce).path) / "config.json"
+        return ModelConfig(_read_config_file(path), "lora-tui model cache", None)
+    return _config_from_hub(name)
+
+
+def _read_config_file(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read this config.json ({exc}).") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelError(f"Cannot read {path}: {error.__class__.__name__}.") from None
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{path} is not valid JSON (line {error.lineno}): a model config is a JSON object.") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} holds a JSON {type(data).__name__}, not the JSON object of a model config.")
+    return data
+
+
+def _config_from_hub(name: str) -> ModelConfig:
+    if not hub_reachable():
+        raise ModelError(
+            f"{name} is not in the local Hugging Face cache and the hub cannot be reached; "
+            "give a local model folder or a config.json path."
+        )
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = Path(hf_hub_download(name, "config.json"))
+    except Exception as error:
+        kind = error.__class__.__name__
+        if "NotFound" in kind or "Gated" in kind or "Unauthorized" in kind:
+            raise ModelError(f"The hub has no readable config.json for {name} ({kind}); check the id or your access.") from None
+        raise ModelError(f"{name}: could not fetch its config.json from the hub ({kind}).") from None
+    return ModelConfig(_read_config_file(path), f"Hugging Face hub ({path})", path.parent)
 
 
 @lru_cache(maxsize=4)

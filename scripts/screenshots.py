@@ -82,7 +82,7 @@ async def shoot_run_screens() -> list[Path]:
         class Viewer(App):
             CSS_PATH = str(ROOT / "tui" / "styles" / "app.tcss")
 
-            def on_mount(self) -> None:
+            def on_mount(self, make=make, run_dir=run_dir) -> None:
                 self.push_screen(make(run_dir))
 
         app = Viewer()

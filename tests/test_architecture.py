@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.architecture import count_trainable_params, inspect_config, inspect_model, resolve_target_modules
 from engine.errors import ModelError, UserError
+from engine.planner.architecture import inspect_config, inspect_model
+from engine.planner.target_modules import count_trainable_params, resolve_target_modules
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -113,7 +114,7 @@ def test_count_matches_real_peft_on_meta_model(name, preset, r):
 
 
 def test_seventy_b_builds_on_meta_in_seconds():
-    from engine.architecture import clear_cache
+    from engine.planner.architecture import clear_cache
 
     clear_cache()
     started = time.monotonic()

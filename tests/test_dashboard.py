@@ -20,10 +20,10 @@ import pytest
 from textual.app import App
 from textual.widgets import ProgressBar, Static
 
-from engine.diagnostics import Diagnostician
-from engine.events import EventWriter, read_events
-from engine.runs import PAUSE_FILE, STOP_FILE, RunHandle
-from engine.session import Session, load_session, save_session
+from engine.runs.events import EventWriter, read_events
+from engine.runs.registry import PAUSE_FILE, STOP_FILE, RunHandle
+from engine.session.schema import Session, load_session, save_session
+from engine.troubleshooting.diagnostics import Diagnostician
 from tui.screens.training import ExampleScreen, TrainingScreen
 from tui.widgets.findings_panel import FindingsPanel
 from tui.widgets.log_tail import LogTail, clean_lines
@@ -281,7 +281,7 @@ def test_resumed_start_keeps_the_curve_up_to_its_checkpoint():
 
 
 def test_an_automatic_oom_retry_stays_visible_after_the_restart():
-    from engine.diagnostics import oom_finding
+    from engine.troubleshooting.oom import finding as oom_finding
     from tui.screens.training import RunView
 
     session = Session.model_validate({"dataset": {"path": "d.jsonl"}, "training": {"gradient_checkpointing": False}})

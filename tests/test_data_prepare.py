@@ -9,7 +9,7 @@ import pytest
 
 from engine.data import prepare_dataset
 from engine.errors import DataError
-from engine.session import DatasetSection
+from engine.session.schema import DatasetSection
 
 DATA = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"

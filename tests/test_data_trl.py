@@ -27,7 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 from engine.data import prepare_dataset
 from engine.models import load_tokenizer
-from engine.session import DatasetSection
+from engine.session.schema import DatasetSection
 
 tok = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
 data = prepare_dataset(DatasetSection(path=path, eval_fraction=0.25), tok, 512)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.diagnostics import Diagnostician, least_squares, oom_finding, sign_changes
-from engine.remedies import apply_remedy
-from engine.session import Session
+from engine.session.schema import Session
+from engine.troubleshooting.diagnostics import Diagnostician, least_squares, sign_changes
+from engine.troubleshooting.oom import finding as oom_finding
+from engine.troubleshooting.remedies import apply_remedy
 
 
 def make_session(**training) -> Session:
@@ -101,7 +102,7 @@ def test_oscillating_loss_suggests_lowering_the_rate_first():
     rng = random.Random(3)
     session = make_session(learning_rate=1e-3)
     losses = [2.6 + (0.45 if step % 2 else -0.45) + rng.gauss(0, 0.05) for step in range(1, 21)]
-    findings = feed(Diagnostician(session), [log(s, l, lr=1e-3) for s, l in enumerate(losses, start=1)])
+    findings = feed(Diagnostician(session), [log(s, loss, lr=1e-3) for s, loss in enumerate(losses, start=1)])
     assert kinds(findings) == ["no_decrease"]
     assert remedy_ids(findings[0])[0] == "lower_learning_rate"
     assert findings[0]["remedies"][0]["changes"]["training.learning_rate"] == pytest.approx(3e-4)
@@ -111,7 +112,7 @@ def test_oscillating_loss_suggests_lowering_the_rate_first():
 def test_smooth_flat_loss_at_a_normal_rate_suggests_rank_first():
     session = make_session(learning_rate=2e-4)
     losses = [2.5 - 0.0005 * step for step in range(1, 21)]
-    findings = feed(Diagnostician(session), [log(s, l) for s, l in enumerate(losses, start=1)])
+    findings = feed(Diagnostician(session), [log(s, loss) for s, loss in enumerate(losses, start=1)])
     assert kinds(findings) == ["no_decrease"]
     assert remedy_ids(findings[0])[:2] == ["raise_rank", "raise_learning_rate"]
     rank = findings[0]["remedies"][0]
@@ -122,7 +123,7 @@ def test_a_noisy_but_clearly_falling_loss_is_not_flat():
     # batch-to-batch noise of 10%, but a fall of a third across the window: learning
     rng = random.Random(9)
     losses = [3.0 * (1 - 0.02 * step) * (1 + rng.gauss(0, 0.1)) for step in range(1, 21)]
-    assert feed(Diagnostician(make_session()), [log(s, l) for s, l in enumerate(losses, start=1)]) == []
+    assert feed(Diagnostician(make_session()), [log(s, loss) for s, loss in enumerate(losses, start=1)]) == []
 
 
 def test_no_decrease_needs_a_window_not_one_comparison():
@@ -231,7 +232,7 @@ def test_nan_loss_is_reported_once_and_stays_json():
 
 def test_exploding_loss_is_divergence():
     losses = [3.0, 2.6, 2.2, 2.0, 1.9, 3.5, 6.1, 9.8, 15.0]
-    findings = feed(Diagnostician(make_session(learning_rate=3e-3)), [log(s, l, lr=3e-3) for s, l in enumerate(losses, 1)])
+    findings = feed(Diagnostician(make_session(learning_rate=3e-3)), [log(s, loss, lr=3e-3) for s, loss in enumerate(losses, 1)])
     assert kinds(findings) == ["divergence"]
     ev = findings[0]["evidence"]
     assert ev["min_loss"] == 1.9 and ev["min_step"] == 5 and ev["step"] == 8
@@ -240,7 +241,7 @@ def test_exploding_loss_is_divergence():
 
 def test_one_bad_batch_is_not_divergence():
     losses = [3.0, 2.6, 2.2, 2.0, 6.0, 1.9, 1.85, 1.8]
-    assert feed(Diagnostician(make_session()), [log(s, l) for s, l in enumerate(losses, 1)]) == []
+    assert feed(Diagnostician(make_session()), [log(s, loss) for s, loss in enumerate(losses, 1)]) == []
 
 
 # -- oom ------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -30,7 +29,7 @@ def test_merge_writes_a_16bit_model_that_answers_like_base_plus_adapter(finished
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.export import merge_adapter
+    from engine.export.merge import merge_adapter
 
     run_dir = copy_run(finished_run, tmp_path / "run")
     merged = merge_adapter(run_dir)
@@ -75,7 +74,7 @@ def test_save_merged_merges_after_training_in_the_worker(finished_run):
 
 def test_merge_refuses_a_run_without_an_adapter(tmp_path):
     from engine.errors import UserError
-    from engine.export import merge_adapter
+    from engine.export.merge import merge_adapter
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
@@ -86,8 +85,8 @@ def test_merge_refuses_a_run_without_an_adapter(tmp_path):
 
 
 def test_gguf_export_says_plainly_when_llama_cpp_is_missing(tmp_path, monkeypatch):
-    from engine import export
     from engine.errors import UserError
+    from engine.export import merge as export
 
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "no-llama.cpp"))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -112,7 +111,7 @@ def demo_tokenizer():
 
 def test_prompt_is_rendered_with_the_training_template(demo_tokenizer):
     from engine.data.templates import Renderer, alpaca_prompt
-    from engine.generate import render_prompt
+    from engine.evaluation.generate import render_prompt
 
     bos = Renderer(demo_tokenizer, "instruction", "alpaca").bos
     prompt = "List three primes."
@@ -137,7 +136,7 @@ def test_generate_answers_with_base_and_tuned_greedily(finished_run):
     from engine.data.templates import alpaca_prompt
 
     prompt = "Return the sender's contact information as a JSON object."
-    command = [sys.executable, "-m", "engine.generate", str(finished_run), "--prompt", prompt, "--max-new-tokens", "24"]
+    command = [sys.executable, "-m", "engine.evaluation.generate", str(finished_run), "--prompt", prompt, "--max-new-tokens", "24"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]

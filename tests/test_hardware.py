@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from engine.errors import UserError
-from engine.hardware import (
+from engine.planner.hardware import (
     HARDWARE_ENV,
     GPUInfo,
     HardwareProfile,
@@ -143,7 +143,7 @@ def test_planned_hardware_rejects_bad_sizes(bad):
 
 
 def test_summary_of_a_fp16_only_gpu():
-    profile = HardwareProfile(gpus=[GPUInfo(0, "Tesla T4", 15.0, 14.6, 0.4, (7, 5), False, "535")], cpu_cores=4,
+    profile = HardwareProfile(gpus=[GPUInfo(index=0, name="Tesla T4", total_gb=15.0, free_gb=14.6, used_gb=0.4, compute_capability=(7, 5), bf16=False, driver="535")], cpu_cores=4,
                               ram_total_gb=15.6, ram_available_gb=12.0, disk_free_gb=50)
     assert "fp16 only" in profile.summary() and "Tesla T4 15.0 GB" in profile.summary()
     assert profile.bf16 is False

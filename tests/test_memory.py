@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.architecture import inspect_model
 from engine.errors import UserError
-from engine.memory import COMPONENTS, GIB, NF4_DOUBLE_QUANT_BYTES, estimate_all, estimate_memory
+from engine.planner.architecture import inspect_model
+from engine.planner.memory import COMPONENTS, GIB, NF4_DOUBLE_QUANT_BYTES, estimate_all, estimate_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "tests" / "configs"

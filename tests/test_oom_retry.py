@@ -4,7 +4,6 @@ caught, diagnosed, and the headless replay retries with the cheapest remedy and 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 

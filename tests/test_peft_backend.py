@@ -41,7 +41,7 @@ def _first_loss(run_dir: Path) -> float:
 @pytest.fixture(scope="module")
 def peft_run(tmp_path_factory) -> tuple[Path, str]:
     """The real worker entry point with --backend peft, in a child that then reports its sys.modules."""
-    from engine.session import save_session, session_from_dict
+    from engine.session.schema import save_session, session_from_dict
 
     tmp = tmp_path_factory.mktemp("peft")
     session = session_from_dict(_session(tmp, "peft"))
@@ -50,7 +50,7 @@ def peft_run(tmp_path_factory) -> tuple[Path, str]:
     save_session(session, run_dir / "session.json")
     probe = (
         "import sys\n"
-        "from engine.worker import main\n"
+        "from engine.training.worker import main\n"
         f"code = main([{str(run_dir)!r}, '--backend', 'peft'])\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('unsloth', 'unsloth_zoo'))\n"
         "sys.__stdout__.write('UNSLOTH_MODULES=' + ','.join(loaded) + '\\n')\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import UserError
-from engine.hardware import HARDWARE_ENV, profile_from_dict
-from engine.plan import build_plan, format_plan
+from engine.planner.hardware import HARDWARE_ENV, profile_from_dict
+from engine.planner.plan import build_plan, format_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "tests" / "configs"

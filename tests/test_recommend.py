@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.architecture import inspect_model
 from engine.errors import UserError
-from engine.recommend import HEADROOM, recommend
+from engine.planner.architecture import inspect_model
+from engine.planner.recommend import HEADROOM, recommend
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RANK = {None: 0, "qlora": 1, "lora": 2, "full": 3}

@@ -6,18 +6,18 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import SessionError
-from engine.remedies import (
+from engine.session.schema import Session, load_session, save_session
+from engine.troubleshooting.oom import cheapest_remedy as cheapest_oom_remedy
+from engine.troubleshooting.oom import estimate_peak_gb
+from engine.troubleshooting.oom import remedies_for as oom_remedies
+from engine.troubleshooting.remedies import (
     apply_remedy,
-    cheapest_oom_remedy,
     clip_gradients,
-    estimate_peak_gb,
     lower_learning_rate,
-    oom_remedies,
     raise_learning_rate,
     raise_rank,
     round_sig,
 )
-from engine.session import Session, save_session, load_session
 
 
 def make_session(method="lora", backend="auto", **training) -> Session:
@@ -107,7 +107,7 @@ def test_cheapest_oom_remedy_runs_out_instead_of_looping():
 
 
 def test_oom_remedies_carry_the_planners_estimate_for_the_demo_model():
-    pytest.importorskip("engine.memory")
+    pytest.importorskip("engine.planner.memory")
     session = make_session(gradient_checkpointing=False, per_device_train_batch_size=8)
     current = estimate_peak_gb(session)
     assert current is not None and current > 0

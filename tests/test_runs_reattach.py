@@ -30,8 +30,8 @@ def _wait_for(predicate, timeout=900, every=0.5):
 def test_run_outlives_its_launcher_and_a_new_lora_tui_resumes_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_TUI_STATE", str(tmp_path / "state"))
     monkeypatch.setenv("LORA_TUI_HARDWARE", "")
-    from engine.runs import list_runs, run_state
-    from engine.session import session_from_dict
+    from engine.runs.registry import list_runs, run_state
+    from engine.session.schema import session_from_dict
 
     session = session_from_dict(small_session(tmp_path, training__max_steps=8, training__save_steps=2))
     session_file = tmp_path / "s.json"
@@ -39,7 +39,7 @@ def test_run_outlives_its_launcher_and_a_new_lora_tui_resumes_it(tmp_path, monke
     # A stand-in for the TUI process: it starts the run the way the review screen does, then is killed.
     launcher = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from engine.runs import launch; from engine.session import load_session;"
+         "import sys, time; from engine.runs.registry import launch; from engine.session.schema import load_session;"
          "launch(load_session(sys.argv[1])); time.sleep(600)", str(session_file)],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from engine.errors import SessionError
-from engine.session import Session, load_session, save_session, session_from_dict
+from engine.session.schema import Session, load_session, save_session, session_from_dict
 from tests.conftest import run_cli
 
 
@@ -88,3 +88,46 @@ def test_bad_session_on_the_command_line_is_one_line_and_exit_2(tmp_path, conten
 def test_missing_session_file(tmp_path):
     result = run_cli("--replay", str(tmp_path / "nope.json"), timeout=60)
     assert result.returncode == 2 and "no such session file" in result.stderr
+
+
+def test_with_changes_is_the_one_validated_way_to_edit():
+    session = session_from_dict({"dataset": {"path": "d.jsonl"}})
+    edited = session.with_changes({"lora.r": 8, "method": "qlora", "training": {"learning_rate": 1e-4}})
+    assert (edited.lora.r, edited.method, edited.training.learning_rate) == (8, "qlora", 1e-4)
+    assert edited.lora.lora_alpha == session.lora.lora_alpha  # a section dict changes only what it names
+    assert session.lora.r == 16  # a copy: the original stands
+    with pytest.raises(SessionError, match=r"remedy 'x': lora\.rank is not a field"):
+        session.with_changes({"lora.rank": 8}, where="remedy 'x'")
+    with pytest.raises(SessionError, match=r"lora\.r"):
+        session.with_changes({"lora.r": 0})
+    with pytest.raises(SessionError, match="eval_fraction"):  # cross-field rules run too
+        session.with_changes({"training.eval_steps": 5, "dataset.eval_fraction": 0})
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", True),
+        ("Qwen/Qwen2.5-0.5B", True),
+        ("tatsu-lab/alpaca", True),
+        ("data/train.jsonl", False),  # a file suffix makes it a path, on disk or not
+        ("models/model.gguf", False),
+        ("./owner/name", False),
+        ("/abs/owner", False),
+        ("a/b/c", False),
+        ("hf://datasets/owner/name", False),
+        ("gpt2", False),
+    ],
+)
+def test_one_rule_for_hub_ids(name, expected, tmp_path):
+    from engine.models import is_hub_id
+
+    assert is_hub_id(name, tmp_path) is expected
+
+
+def test_an_existing_folder_is_a_path_not_a_hub_id(tmp_path):
+    from engine.models import is_hub_id
+
+    (tmp_path / "owner" / "name").mkdir(parents=True)
+    assert is_hub_id("owner/name", tmp_path) is False
+    assert is_hub_id("owner/other", tmp_path) is True

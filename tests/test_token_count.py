@@ -22,13 +22,13 @@ import json, sys, time
 from pathlib import Path
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 from trl import SFTConfig
-from engine.backends.peft_backend import trainer_class  # TRL's SFTTrainer; its CPU loss without Triton
+from engine.training.backends.peft_backend import trainer_class  # TRL's SFTTrainer; its CPU loss without Triton
 from engine.data import prepare_dataset
-from engine.events import EventWriter, read_events
+from engine.runs.events import EventWriter, read_events
 from engine.models import load_tokenizer
-from engine.progress_callback import ProgressCallback, count_training_tokens
-from engine.session import DatasetSection
-from engine.worker import StopFlag
+from engine.training.callback import ProgressCallback, count_training_tokens
+from engine.session.schema import DatasetSection
+from engine.training.worker import StopFlag
 
 data_path, run_dir = sys.argv[1], Path(sys.argv[2])
 tok = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")

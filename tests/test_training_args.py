@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from trl import SFTConfig
 
+from engine.session.schema import session_from_dict
+from engine.training.args import sft_config_kwargs
 from tests.conftest import small_session
-from engine.session import session_from_dict
-from engine.training_args import sft_config_kwargs
 
 
 def _config(tmp_path, has_eval: bool, **overrides) -> SFTConfig:

@@ -7,10 +7,10 @@ look at the SVGs in tests/__snapshots__/ before committing them.
 from __future__ import annotations
 
 import pytest
-
-from engine.wizard_state import WizardDraft, new_session
-from tui.app import LoraTuiApp, build_app
 from tui_helpers import CPU_ONLY, DEMO_DATA, ROOT, RTX_4090, settle
+
+from engine.session.draft import WizardDraft, new_session
+from tui.app import LoraTuiApp, build_app
 
 WIDE = (120, 40)
 SMALL = (80, 24)

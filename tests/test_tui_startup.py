@@ -56,7 +56,7 @@ def test_importing_the_app_and_painting_hardware_loads_nothing_heavy(tmp_path):
 
 
 def test_cli_help_is_light(tmp_path):
-    code = "import sys, tui.cli, tui.app; print(json.dumps([m for m in %r if m in sys.modules]))" % (HEAVY,)
+    code = f"import sys, tui.cli, tui.app; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     result = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert result.returncode == 0, result.stderr
@@ -66,7 +66,7 @@ def test_cli_help_is_light(tmp_path):
 def test_the_first_screen_path_does_not_import_the_schema(tmp_path):
     # pydantic and the session models cost ~150 ms: they are imported after the first frame.
     code = ("import json, sys, tui.cli, tui.app, tui.screens.hardware; app = tui.app.build_app(); "
-            "print(json.dumps([m for m in ('pydantic', 'engine.session') if m in sys.modules]))")
+            "print(json.dumps([m for m in ('pydantic', 'engine.session.schema') if m in sys.modules]))")
     env = dict(os.environ, PYTHONPATH=str(ROOT), LORA_TUI_STATE=str(tmp_path / "state"))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert result.returncode == 0, result.stderr

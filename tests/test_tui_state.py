@@ -8,11 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import UserError
-from engine.session import load_session
-from engine.session_edits import apply_preset, load_presets, matching_preset, parse_field, session_for_file
-from engine.errors import SessionError
-from engine.wizard_state import (
+from engine.errors import SessionError, UserError
+from engine.session.draft import (
     STEPS,
     WizardDraft,
     forget_draft,
@@ -22,6 +19,8 @@ from engine.wizard_state import (
     new_session,
     save_draft,
 )
+from engine.session.edits import apply_preset, load_presets, matching_preset, parse_field, session_for_file
+from engine.session.schema import load_session
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DATA = ROOT / "data" / "demo" / "extract_contacts.jsonl"
@@ -129,7 +128,7 @@ def test_a_draft_given_as_data_is_validated_when_first_read(state_dir):
     unchecked = load_draft(validate=False)  # what the wizard reads before its first frame
     assert unchecked is not None and unchecked.step == "model"
     with pytest.raises(SessionError, match=r"last_session\.json: lora\.r"):
-        unchecked.session
+        _ = unchecked.session
 
 
 def test_unknown_step_in_position_file_falls_back_to_the_first(state_dir):

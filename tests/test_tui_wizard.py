@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Select, SelectionList
+from textual.widgets import Input, Select
+from tui_helpers import CPU_ONLY, DEMO_DATA, DEMO_MODEL, isolate, notices, screen_text, settle
 
-from engine.wizard_state import WizardDraft, load_draft, new_session, save_draft
+from engine.session.draft import WizardDraft, load_draft, new_session, save_draft
 from tui.app import build_app
-from tui_helpers import CPU_ONLY, DEMO_DATA, DEMO_MODEL, isolate, screen_text, settle
 
 SIZE = (120, 40)
 
@@ -115,7 +115,7 @@ def test_walk_the_whole_wizard_and_save_the_session(tmp_path, monkeypatch):
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     # The file replays: the engine reads it back as the same session.
-    from engine.session import load_session
+    from engine.session.schema import load_session
 
     assert load_session(written[0]).training == session.training
     # And the session in progress was saved along the way.
@@ -200,10 +200,11 @@ def test_plan_for_a_gpu_from_the_catalogue(tmp_path, monkeypatch):
         app = build_app(offer_resume=False)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
+            from engine.planner.hardware import load_gpu_catalogue
+
             select = app.screen.query_one("#plan-gpu", Select)
-            names = [value for _, value in select._options if isinstance(value, str)]
-            h100 = next(name for name in names if "H100" in name)
-            select.value = h100
+            h100 = next(spec.name for spec in load_gpu_catalogue() if "H100" in spec.name)
+            select.value = h100  # refused by Select if the list did not offer it
             await settle(pilot)
             text = screen_text(app)
             vram = app.screen.query_one("#plan-vram", Input)
@@ -232,7 +233,7 @@ def test_the_gpu_list_appears_after_the_first_frame_and_quitting_meanwhile_is_cl
             screen = app.screen
             waiting = screen_text(app)
             assert not screen.query("#plan-gpu")
-            screen._fill_catalogue([{"name": "H100 SXM", "total_gb": 80}])
+            screen.catalogue_done([{"name": "H100 SXM", "total_gb": 80}])  # what the held-back worker returns
             app.exit()  # in the same instant: the list is still being put together
         return waiting
 
@@ -284,8 +285,8 @@ def test_bad_dataset_path_is_one_sentence_and_blocks_next(tmp_path, monkeypatch)
 
 def _interrupted_run(tmp_path: Path) -> Path:
     """A run folder as a killed worker leaves it: a start event, some logs, no live process."""
-    from engine.events import EventWriter
-    from engine.runs import remember_run
+    from engine.runs.events import EventWriter
+    from engine.runs.registry import remember_run
 
     run_dir = tmp_path / "runs" / "cut-short"
     writer = EventWriter(run_dir)
@@ -321,12 +322,11 @@ def test_start_offers_interrupted_runs_before_the_session(tmp_path, monkeypatch)
 def test_train_launches_the_run_and_opens_its_dashboard(tmp_path, monkeypatch):
     """Review's Train starts a real (short) run in its own process and shows the training screen."""
     isolate(monkeypatch, tmp_path, hardware=CPU_ONLY)
-    from engine.runs import request_stop, run_state
 
     session = new_session(dataset=str(DEMO_DATA)).to_dict()
     session["training"].update(max_steps=2, logging_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=1)
     session["model"]["max_seq_length"] = 256
-    from engine.session import session_from_dict
+    from engine.session.schema import session_from_dict
 
     draft = WizardDraft(session_from_dict(session), step="review")
 
@@ -342,7 +342,7 @@ def test_train_launches_the_run_and_opens_its_dashboard(tmp_path, monkeypatch):
                 if type(app.screen).__name__ == "TrainingScreen":
                     break
                 await pilot.pause(0.2)
-            from engine.runs import SUPERVISOR_PID_FILE, pid_alive
+            from engine.runs.registry import SUPERVISOR_PID_FILE, pid_alive
 
             run_dir = Path(app.session.output.dir)
             pid_file = run_dir / SUPERVISOR_PID_FILE
@@ -366,7 +366,7 @@ def _stop_run(run_dir: Path, grace: float = 180) -> None:
     import signal
     import time
 
-    from engine.runs import SUPERVISOR_PID_FILE, pid_alive, request_stop
+    from engine.runs.registry import SUPERVISOR_PID_FILE, pid_alive, request_stop
 
     request_stop(run_dir)
     pid_file = run_dir / SUPERVISOR_PID_FILE
@@ -380,3 +380,41 @@ def _stop_run(run_dir: Path, grace: float = 180) -> None:
             if not pid_alive(pid):
                 break
             time.sleep(1)
+
+
+def test_a_keymap_in_the_state_folder_remaps_a_binding_by_its_id(tmp_path, monkeypatch):
+    state = isolate(monkeypatch, tmp_path)
+    state.mkdir(parents=True)
+    (state / "keymap.json").write_text(json.dumps({"wizard.next": "ctrl+right"}))
+
+    async def walk():
+        app = build_app(dataset=str(DEMO_DATA), offer_resume=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert app.current_step == "hardware"
+            await pilot.press("ctrl+n")  # the default key no longer moves on
+            await settle(pilot)
+            assert app.current_step == "hardware"
+            await pilot.press("ctrl+right")
+            await settle(pilot)
+            assert app.current_step == "model"
+
+    run(walk())
+
+
+def test_a_bad_keymap_is_one_sentence_and_the_default_keys_stay(tmp_path, monkeypatch):
+    state = isolate(monkeypatch, tmp_path)
+    state.mkdir(parents=True)
+    (state / "keymap.json").write_text('{"wizard.next": 3}')
+
+    async def walk():
+        app = build_app(dataset=str(DEMO_DATA), offer_resume=False)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await settle(pilot)
+            notes = notices(app)
+            assert any("keymap.json" in n and '"wizard.next" must map to keys' in n for n in notes), notes
+            await pilot.press("ctrl+n")
+            await settle(pilot)
+            assert app.current_step == "model"
+
+    run(walk())

@@ -64,3 +64,10 @@ def cached_demo_available() -> bool:
 
 
 __all__ = ["settle", "screen_text", "isolate", "DEMO_DATA", "DEMO_MODEL", "RTX_4090", "CPU_ONLY", "os"]
+
+
+def notices(app) -> list[str]:
+    """The notifications on screen (Textual's toasts), as plain text; needs `run_test(notifications=True)`."""
+    from textual.widgets._toast import Toast
+
+    return [" ".join(str(toast.render()).split()) for toast in app.screen.query(Toast)]

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from textual import work
 from textual.app import App
 from textual.binding import Binding
+from textual.message import Message
 
 from engine.paths import state_dir
-from engine.wizard_state import STEPS, WizardDraft, fresh_session_data, load_draft, save_draft
+from engine.session.draft import STEPS, WizardDraft, fresh_session_data, load_draft, save_draft
 from tui.commands import WizardCommands
+from tui.screens.base import BackgroundWork
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.session.schema import Session
 
 log = logging.getLogger("lora_tui.wizard")
 
@@ -34,6 +37,14 @@ class Budget:
     gb: Optional[float]
     kind: str  # "VRAM" | "RAM"
     planned: bool  # True when planning for hardware that is not this machine's
+
+
+class SessionEdited(Message):
+    """The session in progress changed; `changes` are the dotted fields (or sections) that moved."""
+
+    def __init__(self, changes: dict[str, Any]) -> None:
+        super().__init__()
+        self.changes = changes
 
 
 # step -> (module under tui.screens, class); a step's module is imported when it is first shown,
@@ -56,7 +67,7 @@ def _screen_class(step: str):
     return getattr(importlib.import_module(f"tui.screens.{module}"), name)
 
 
-class LoraTuiApp(App[int]):
+class LoraTuiApp(BackgroundWork, App[int]):
     CSS_PATH = "styles/app.tcss"
     TITLE = "lora-tui"
     COMMANDS = App.COMMANDS | {WizardCommands}
@@ -82,12 +93,18 @@ class LoraTuiApp(App[int]):
 
     # -- the session in progress ---------------------------------------------------------------
     @property
-    def session(self) -> "Session":
+    def session(self) -> Session:
         return self.draft.session
 
-    @session.setter
-    def session(self, value: "Session") -> None:
-        self.draft.session = value
+    def edit_session(self, changes: dict[str, Any], where: str = "session") -> Session:
+        """The one way a screen changes the session: validated (`Session.with_changes`), kept in
+        the draft, and announced with `SessionEdited` so any screen showing it can follow. A bad
+        value raises `SessionError` naming the field, and the session stays as it was."""
+        edited = self.draft.session.with_changes(changes, where=where)
+        if edited != self.draft.session:
+            self.draft.session = edited
+            self.post_message(SessionEdited(changes))
+        return edited
 
     def autosave(self) -> None:
         # While "continue where you left off?" is unanswered, the old draft on disk is the
@@ -129,6 +146,13 @@ class LoraTuiApp(App[int]):
 
     # -- navigation ------------------------------------------------------------------------------
     def on_mount(self) -> None:
+        from tui.keymap import load_keymap
+
+        keymap, problem = load_keymap()
+        if keymap:
+            self.set_keymap(keymap)
+        if problem:
+            self.notify(problem, severity="warning", timeout=10)
         self.goto(self.draft.step if self.draft.step in STEPS else STEPS[0], check=False)
         # Between steps too: a dropped SSH connection loses at most a few seconds of typing.
         self.set_interval(10, self._autosave_if_changed)
@@ -137,14 +161,14 @@ class LoraTuiApp(App[int]):
         self.call_after_refresh(self.prepare_startup)
 
     # -- start-up questions: runs to re-attach to, then the session in progress ------------------
-    @work(thread=True, group="startup")
-    def prepare_startup(self) -> None:
-        import engine.session  # noqa: F401  (imported here, off the UI thread, before the first edit needs it)
+    @work(thread=True, group="startup", exit_on_error=False)
+    def prepare_startup(self) -> tuple[list, Optional[WizardDraft]]:
+        import engine.session.schema  # noqa: F401  (imported here, off the UI thread, before the first edit needs it)
 
         runs: list = []
         if self.offer_runs:
             try:
-                from engine.runs import list_runs
+                from engine.runs.registry import list_runs
 
                 runs = list_runs()
             except Exception as error:  # an unreadable registry must not stop the wizard
@@ -158,10 +182,10 @@ class LoraTuiApp(App[int]):
             except SessionError as error:  # an older schema: start fresh rather than ask
                 log.info("not offering the saved draft: %s", error)
                 offer = None
-        self.call_from_thread(self._startup_ready, runs, offer)
+        return runs, offer
 
-    def _startup_ready(self, runs: list, offer: Optional[WizardDraft]) -> None:
-        self.resume_offer = offer
+    def startup_done(self, result: tuple[list, Optional[WizardDraft]]) -> None:
+        runs, self.resume_offer = result
         self._offer_runs(runs)
 
     def _offer_runs(self, runs: list) -> None:
@@ -214,19 +238,15 @@ class LoraTuiApp(App[int]):
 
             self.push_screen(FinishScreen(message.run_dir))
 
-    @work(thread=True, group="launch")
-    def resume_run(self, run_dir) -> None:
-        from tui.screens.base import explain
+    @work(thread=True, group="launch", exit_on_error=False)
+    def resume_run(self, run_dir) -> Path:
+        from engine.runs.registry import launch
+        from engine.session.schema import load_session
 
-        try:
-            from engine.runs import launch
-            from engine.session import load_session
+        return launch(load_session(Path(run_dir) / "session.json"), resume=True).run_dir
 
-            handle = launch(load_session(Path(run_dir) / "session.json"), resume=True)
-        except Exception as error:
-            self.call_from_thread(self.notify, explain(error), severity="error", timeout=10)
-            return
-        self.call_from_thread(self.watch_run, handle.run_dir)
+    def launch_done(self, run_dir: Path) -> None:
+        self.watch_run(run_dir)
 
     def _refresh_installed(self) -> None:
         """Drop kept step screens so they rebuild from a session that was replaced wholesale."""
@@ -278,14 +298,9 @@ class LoraTuiApp(App[int]):
             self._cache[key] = value
         return value
 
-    def forget(self, kind: str) -> None:
-        with self._cache_lock:
-            for key in [k for k in self._cache if k[0] == kind]:
-                del self._cache[key]
-
     def hardware(self):
         def probe():
-            from engine.hardware import probe_hardware
+            from engine.planner.hardware import probe_hardware
 
             return probe_hardware()
 
@@ -296,7 +311,7 @@ class LoraTuiApp(App[int]):
         found = self.hardware()
         gpu, vram = self.draft.plan_gpu, self.draft.plan_vram_gb
         if gpu or vram:
-            from engine.hardware import planned_hardware
+            from engine.planner.hardware import planned_hardware
 
             planned = self.cached(("planned", gpu, vram), lambda: planned_hardware(gpu=gpu, vram_gb=vram, base=found))
             if planned.gpus:
@@ -310,7 +325,7 @@ class LoraTuiApp(App[int]):
     def model_info(self, name: str):
         def inspect():
             with self.heavy_lock:
-                from engine.architecture import inspect_model
+                from engine.planner.architecture import inspect_model
 
                 return inspect_model(name)
 
@@ -353,7 +368,7 @@ def build_app(
     resume = None
     if session_path:
         # The method step would preselect its recommendation; a session file's choices stand instead.
-        from engine.session import load_session
+        from engine.session.schema import load_session
 
         draft = WizardDraft(load_session(session_path), step="review", extra={"recommended_for": "session-file"})
     else:
@@ -362,7 +377,7 @@ def build_app(
         if offer_resume and not (model or dataset):
             resume = load_draft(validate=False)
     if model and session_path:
-        draft.session = draft.session.model_copy(update={"model": draft.session.model.model_copy(update={"name": model})})
+        draft.session = draft.session.with_changes({"model.name": model}, where="--model")
     draft.plan_gpu, draft.plan_vram_gb = gpu, vram_gb
     offer_runs = offer_resume and not (session_path or model or dataset)
     return LoraTuiApp(draft, resume_offer=resume, autosave=autosave, offer_runs=offer_runs)

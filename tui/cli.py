@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         if argv and argv[0] == "plan":
-            from engine.plan import plan_command
+            from engine.planner.plan import plan_command
 
             return plan_command(argv[1:])
         if argv and argv[0] == "models":
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = _main_parser().parse_args(argv)
         if args.replay:
-            from engine.replay import replay
+            from engine.training.supervisor import replay
 
             return replay(args.replay, dry_run=args.dry_run, resume=args.resume, oom_retry=not args.no_oom_retry)
         if args.dry_run or args.resume:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lora-tui: interrupted.", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - a bug of ours still gets one line, the details a log
+    except Exception as error:  # a bug of ours still gets one line, the details a log
         log = _log_traceback()
         print(f"lora-tui: unexpected error: {type(error).__name__}: {error} (details in {log})", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from engine.wizard_state import STEP_TITLES, STEPS
+from engine.session.draft import STEP_TITLES, STEPS
 
 
 class WizardCommands(Provider):
@@ -18,7 +18,7 @@ class WizardCommands(Provider):
         ]
         commands.append(("Save the session in progress", app.action_save, "Write it to disk now (it is also saved after every step)"))
         try:
-            from engine.session_edits import load_presets
+            from engine.session.edits import load_presets
 
             for name, preset in load_presets().items():
                 commands.append((f"Apply preset: {preset.title}", partial(app.apply_preset, name), preset.description))

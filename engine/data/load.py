@@ -12,18 +12,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from engine.errors import DataError
+from engine.models import is_hub_id
 
 KNOWN_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
                   ".parquet": "parquet", ".pq": "parquet"}
 HUB_PREFIXES = ("hf://datasets/", "hub://", "hf://")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Keys that commonly hold the rows inside a JSON object ({"data": [...]}), tried in this order.
 _LIST_KEYS = ("data", "train", "rows", "examples", "records", "items", "instances")
 WHAT_WORKS = "a JSON, JSONL, CSV, TSV or Parquet file, a folder saved by datasets.save_to_disk, or a hub dataset id"
@@ -59,7 +58,7 @@ def hub_id_of(path: str) -> Optional[str]:
         if path.startswith(prefix):
             return path[len(prefix):].strip("/")
     # owner/name with no data-file suffix that is not on disk: a missing "data/train.jsonl" stays a path.
-    if _HUB_ID.match(path) and Path(path).suffix.lower() not in KNOWN_SUFFIXES and not Path(path).expanduser().exists():
+    if is_hub_id(path):
         return path
     return None
 
@@ -277,7 +276,7 @@ def _load_parquet(path: str, file: Path) -> RawTable:
 
     try:
         table = pq.read_table(file)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError):
         raise DataError(f"{path}: not a Parquet file (pyarrow cannot read it); give a file written as Parquet, or rename it to what it is.") from None
     return _table_from_arrow(path, "parquet", table)
 

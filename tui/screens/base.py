@@ -17,9 +17,10 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
+from textual.worker import Worker, WorkerState
 
 from engine.errors import UserError
-from engine.wizard_state import STEP_TITLES
+from engine.session.draft import STEP_TITLES
 from tui.widgets.footer import StableFooter
 from tui.widgets.steps import StepBar
 
@@ -37,7 +38,31 @@ def explain(error: BaseException) -> str:
     return f"Unexpected {type(error).__name__}: {error} (details in the wizard log)."
 
 
-class StepScreen(Screen):
+class BackgroundWork:
+    """Long work runs in thread workers that return their result; one handler routes it.
+
+    A worker in group "inspect" ends in `inspect_done(result)` on success and in
+    `inspect_failed(error)` on failure (by default: `work_failed`, one sentence on the screen).
+    Nothing in a worker touches the UI, so no `call_from_thread` and no try/except per worker. A
+    worker replaced by a newer one of its group (`exclusive=True`) is cancelled: its result is
+    dropped, never shown over the newer one's.
+    """
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.SUCCESS:
+            handler = getattr(self, f"{worker.group}_done", None)
+            if handler is not None:
+                handler(worker.result)
+        elif event.state == WorkerState.ERROR and worker.error is not None:
+            handler = getattr(self, f"{worker.group}_failed", None) or self.work_failed
+            handler(worker.error)
+
+    def work_failed(self, error: BaseException) -> None:
+        self.notify(explain(error), severity="error", timeout=10)  # type: ignore[attr-defined]
+
+
+class StepScreen(BackgroundWork, Screen):
     """A wizard step. Subclasses set STEP, write `compose_body`, `commit` and `on_show_step`."""
 
     STEP = ""
@@ -48,7 +73,7 @@ class StepScreen(Screen):
     ]
 
     @property
-    def wizard(self) -> "LoraTuiApp":
+    def wizard(self) -> LoraTuiApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
@@ -82,7 +107,7 @@ class StepScreen(Screen):
     def parsed_field(self, event):
         """(field, section, name, value) for a FormField's Input.Changed, or None when the text
         does not parse (the field then shows why) or the input is not a form field."""
-        from engine.session_edits import parse_field
+        from engine.session.edits import parse_field
         from tui.widgets.field import FormField
 
         field = next((f for f in self.query(FormField) if f.input is event.input), None)
@@ -95,6 +120,9 @@ class StepScreen(Screen):
             field.show_error(str(error))
             return None
         return field, section, name, value
+
+    def work_failed(self, error: BaseException) -> None:
+        self.say(explain(error), error=True)
 
     def say(self, message: str = "", error: bool = False) -> None:
         """The step's status line, just above the footer."""

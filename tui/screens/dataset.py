@@ -8,13 +8,13 @@ from typing import Any, Optional
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, Select, Static, Checkbox
+from textual.markup import escape
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from engine.session import ROLES
-from engine.session_edits import parse_field, shown_path, with_dataset
+from engine.session.edits import dataset_changes, parse_field, shown_path
+from engine.session.schema import ROLES
 from tui.screens.base import StepScreen, explain
 
 NO_COLUMN = "__none__"
@@ -193,19 +193,20 @@ class DatasetScreen(StepScreen):
         self._pending_scan = key
         self.scan_worker(key, path, fmt, columns, self.wizard.session.dataset.skip_invalid_rows)
 
-    @work(thread=True, exclusive=True, group="scan")
-    def scan_worker(self, key: tuple, path: str, fmt: str, columns: Optional[dict], skip_invalid: bool) -> None:
+    @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
+    def scan_worker(self, key: tuple, path: str, fmt: str, columns: Optional[dict], skip_invalid: bool) -> tuple:
         from pathlib import Path
 
-        try:
-            from engine.data import scan_dataset
+        from engine.data import scan_dataset
 
-            full = str(Path(path).expanduser().resolve()) if Path(path).expanduser().exists() else path
-            result = scan_dataset(full, format=fmt, columns=columns, skip_invalid_rows=skip_invalid)
-        except Exception as error:
-            self.app.call_from_thread(self._scan_failed, key, explain(error))
-            return
-        self.app.call_from_thread(self._scanned, key, result)
+        full = str(Path(path).expanduser().resolve()) if Path(path).expanduser().exists() else path
+        return key, scan_dataset(full, format=fmt, columns=columns, skip_invalid_rows=skip_invalid)
+
+    def scan_done(self, result: tuple) -> None:
+        self._scanned(*result)
+
+    def scan_failed(self, error: BaseException) -> None:
+        self._scan_failed(self._pending_scan, explain(error))
 
     def _scan_failed(self, key: tuple, message: str) -> None:
         if key != self._pending_scan:
@@ -270,19 +271,21 @@ class DatasetScreen(StepScreen):
         self._pending_preview = key
         self.preview_worker(key, session.dataset, session.model.name, session.model.max_seq_length)
 
-    @work(thread=True, exclusive=True, group="preview")
-    def preview_worker(self, key: tuple, section, model_name: str, max_seq_length: int) -> None:
-        try:
-            from engine.data import prepare_dataset
-            from engine.models import load_tokenizer
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
+    def preview_worker(self, key: tuple, section, model_name: str, max_seq_length: int) -> tuple:
+        from engine.data import prepare_dataset
+        from engine.models import load_tokenizer
 
-            with self.wizard.heavy_lock:
-                tokenizer = load_tokenizer(model_name)
-                prepared = prepare_dataset(section, tokenizer, max_seq_length)
-        except Exception as error:
-            self.app.call_from_thread(self._preview_failed, key, explain(error))
-            return
-        self.app.call_from_thread(self._show_preview, key, prepared.report)
+        with self.wizard.heavy_lock:
+            tokenizer = load_tokenizer(model_name)
+            prepared = prepare_dataset(section, tokenizer, max_seq_length)
+        return key, prepared.report
+
+    def preview_done(self, result: tuple) -> None:
+        self._show_preview(*result)
+
+    def preview_failed(self, error: BaseException) -> None:
+        self._preview_failed(self._pending_preview, explain(error))
 
     def _preview_failed(self, key: tuple, message: str) -> None:
         if key != self._pending_preview:
@@ -337,7 +340,7 @@ class DatasetScreen(StepScreen):
             changes["format"] = self._format_choice()
             changes["columns"] = self._mapping() or None
         try:
-            self.wizard.session = with_dataset(self.wizard.session, **changes)
+            self.wizard.edit_session(dataset_changes(changes))
         except Exception as error:
             return explain(error) if strict else None
         if strict:

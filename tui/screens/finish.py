@@ -3,7 +3,7 @@
 Where the adapter is and its size, the exact Python that loads it with PEFT, the session that
 reproduces the run, a merge into a whole model (key m) and a side-by-side "try it" of the base and
 the fine-tuned model. Loading and generating happen in separate processes (engine.export,
-engine.generate) driven from Textual worker threads: this screen never imports torch.
+engine.evaluation.generate) driven from Textual worker threads: this screen never imports torch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
-from engine.events import read_events
+from engine.runs.events import read_events
+from tui.screens.base import BackgroundWork, explain
 from tui.widgets.footer import StableFooter
 
 ADAPTER_DIR, FULL_MODEL_DIR, MERGED_DIR = "adapter", "model", "merged"
@@ -88,22 +89,22 @@ def _summary(events: list[dict]) -> str:
     return " · ".join(parts)
 
 
-class FinishScreen(Screen):
+class FinishScreen(BackgroundWork, Screen):
     """A finished run folder: adapter, load snippet, reproduce, merge, try it."""
 
     CSS_PATH = "../styles/finish.tcss"
     AUTO_FOCUS = None  # keys m, t, c work at once; t puts the cursor in the prompt
     BINDINGS = [
-        Binding("m", "merge", "Merge"),
-        Binding("t", "focus_prompt", "Try it"),
-        Binding("c", "copy_snippet", "Copy code"),
-        Binding("escape", "back", "Back"),
+        Binding("m", "merge", "Merge", id="finish.merge"),
+        Binding("t", "focus_prompt", "Try it", id="finish.try"),
+        Binding("c", "copy_snippet", "Copy code", id="finish.copy"),
+        Binding("escape", "back", "Back", id="finish.back"),
     ]
 
     def __init__(self, run_dir: str | Path, *, name: Optional[str] = None):
         super().__init__(name=name)
         self.run_dir = Path(run_dir)  # shown as given; the app passes absolute run folders
-        self.client = None  # engine.generate.TryItClient, started on the first prompt
+        self.client = None  # engine.evaluation.generate.TryItClient, started on the first prompt
         self.merging = False
 
     # -- layout ------------------------------------------------------------------------------------
@@ -191,12 +192,14 @@ class FinishScreen(Screen):
         self.query_one("#merge-status", Static).update("Merging in a separate process (loads the base model) ...")
         self.merge()
 
-    @work(thread=True, exclusive=True, group="merge")
-    def merge(self) -> None:
-        reply = _run_json([sys.executable, "-m", "engine.export", "merge", str(self.run_dir), "--json"], self.run_dir)
-        self.app.call_from_thread(self._merged, reply)
+    @work(thread=True, exclusive=True, group="merge", exit_on_error=False)
+    def merge(self) -> dict:
+        return _run_json([sys.executable, "-m", "engine.export", "merge", str(self.run_dir), "--json"], self.run_dir)
 
-    def _merged(self, reply: dict) -> None:
+    def merge_failed(self, error: BaseException) -> None:
+        self.merge_done({"error": explain(error)})
+
+    def merge_done(self, reply: dict) -> None:
         self.merging = False
         if "error" in reply:
             self.query_one("#merge-status", Static).update(f"The merge failed: {reply['error']}")
@@ -205,14 +208,13 @@ class FinishScreen(Screen):
         self.query_one("#merge-status", Static).update(self._merge_text())
         self.notify(f"Merged model written to {reply['path']}", title="Merged")
 
-    @work(thread=True, group="gguf")
-    def check_gguf(self) -> None:
-        from engine.export import gguf_status
+    @work(thread=True, group="gguf", exit_on_error=False)
+    def check_gguf(self) -> str:
+        from engine.export.merge import gguf_status
 
-        text = gguf_status()
-        self.app.call_from_thread(self._show_gguf, text)
+        return gguf_status()
 
-    def _show_gguf(self, text: str) -> None:
+    def gguf_done(self, text: str) -> None:
         self.query_one("#gguf-status", Static).update(text)
 
     # -- try it ------------------------------------------------------------------------------------
@@ -233,16 +235,18 @@ class FinishScreen(Screen):
             "Loading the models in a separate process, then generating ..." if first else "Generating ...")
         self.try_prompt(prompt, input_text)
 
-    @work(thread=True, exclusive=True, group="try")
-    def try_prompt(self, prompt: str, input_text: str = "") -> None:
-        from engine.generate import TryItClient
+    @work(thread=True, exclusive=True, group="try", exit_on_error=False)
+    def try_prompt(self, prompt: str, input_text: str = "") -> dict:
+        from engine.evaluation.generate import TryItClient
 
         if self.client is None:
             self.client = TryItClient(self.run_dir)
-        reply = self.client.ask(prompt, input_text)
-        self.app.call_from_thread(self._answered, reply)
+        return self.client.ask(prompt, input_text)
 
-    def _answered(self, reply: dict) -> None:
+    def try_failed(self, error: BaseException) -> None:
+        self.try_done({"error": explain(error)})
+
+    def try_done(self, reply: dict) -> None:
         status = self.query_one("#try-status", Static)
         if "error" in reply:
             self.query_one("#base-text", Static).update("")

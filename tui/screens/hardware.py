@@ -7,8 +7,8 @@ from typing import Any, Optional
 from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.widgets import Input, Label, Select, Static
 
 from tui.screens.base import StepScreen, explain
@@ -61,25 +61,28 @@ class HardwareScreen(StepScreen):
         self.call_after_refresh(self.probe)
         self.call_after_refresh(self.load_catalogue)
 
-    @work(thread=True, exclusive=True, group="probe")
-    def probe(self) -> None:
-        try:
-            profile = self.wizard.hardware()
-        except Exception as error:  # the probe promises no exceptions; say so plainly if one escapes
-            self.app.call_from_thread(self._show_error, explain(error))
-            return
-        self.app.call_from_thread(self._show_profile, profile)
+    @work(thread=True, exclusive=True, group="probe", exit_on_error=False)
+    def probe(self):
+        return self.wizard.hardware()
 
-    @work(thread=True, group="catalogue")
-    def load_catalogue(self) -> None:
-        try:
-            from engine.hardware import load_gpu_catalogue
+    def probe_done(self, profile) -> None:
+        self._show_profile(profile)
 
-            catalogue = list(load_gpu_catalogue())
-        except Exception as error:
-            self.app.call_from_thread(self.say, f"The GPU catalogue could not be read: {explain(error)}", True)
-            catalogue = []  # the list still offers this machine, and the VRAM field works
-        self.app.call_from_thread(self._fill_catalogue, catalogue)
+    def probe_failed(self, error: BaseException) -> None:
+        self._show_error(explain(error))  # the probe promises no exceptions; say so plainly if one escapes
+
+    @work(thread=True, group="catalogue", exit_on_error=False)
+    def load_catalogue(self) -> list:
+        from engine.planner.hardware import load_gpu_catalogue
+
+        return list(load_gpu_catalogue())
+
+    def catalogue_done(self, catalogue: list) -> None:
+        self._fill_catalogue(catalogue)
+
+    def catalogue_failed(self, error: BaseException) -> None:
+        self.say(f"The GPU catalogue could not be read: {explain(error)}", True)
+        self._fill_catalogue([])  # the list still offers this machine, and the VRAM field works
 
     def _fill_catalogue(self, catalogue: list) -> None:
         options: list[tuple[str, str]] = [("This machine's hardware", THIS_MACHINE)]
@@ -182,17 +185,18 @@ class HardwareScreen(StepScreen):
     def _update_summary(self) -> None:
         self.update_summary_worker()
 
-    @work(thread=True, exclusive=True, group="summary")
-    def update_summary_worker(self) -> None:
-        try:
-            budget = self.wizard.budget()
-        except Exception as error:
-            text = f"[red]{escape(explain(error))}[/red]"
-        else:
-            size = f"{budget.gb:.1f} GB" if budget.gb else "unknown size"
-            where = "planned, not this machine" if budget.planned else "this machine"
-            text = f"Estimates will be measured against: [b]{escape(budget.label)}[/b], {size} of {budget.kind} ({where})."
-        self.app.call_from_thread(self._show_summary, text)
+    @work(thread=True, exclusive=True, group="summary", exit_on_error=False)
+    def update_summary_worker(self) -> str:
+        budget = self.wizard.budget()
+        size = f"{budget.gb:.1f} GB" if budget.gb else "unknown size"
+        where = "planned, not this machine" if budget.planned else "this machine"
+        return f"Estimates will be measured against: [b]{escape(budget.label)}[/b], {size} of {budget.kind} ({where})."
+
+    def summary_done(self, text: str) -> None:
+        self._show_summary(text)
+
+    def summary_failed(self, error: BaseException) -> None:
+        self._show_summary(f"[red]{escape(explain(error))}[/red]")
 
     def _show_summary(self, text: str) -> None:
         for summary in self.query("#plan-summary").results(Static):  # none once the app has closed

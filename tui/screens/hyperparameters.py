@@ -8,8 +8,8 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal
 from textual.widgets import Input, Label, Select, Static
 
-from engine.session import Session, session_from_dict
-from engine.session_edits import Preset, apply_preset, load_presets, matching_preset, parse_field
+from engine.session.edits import Preset, load_presets, matching_preset, parse_field
+from engine.session.schema import Session
 from tui.screens.base import StepScreen, explain
 from tui.widgets.field import FormField
 
@@ -33,7 +33,8 @@ FIELDS = (
     ("training", "seed", "seed"),
 )
 # What an empty field means, shown in it.
-PLACEHOLDERS = {"eval_steps": "none", "save_steps": "per epoch", "max_steps": "-1 = epochs"}
+# What an empty field does (engine.training.args): say it, not "none".
+PLACEHOLDERS = {"eval_steps": "auto: 5 a run", "save_steps": "auto: at each eval", "max_steps": "-1 = epochs"}
 CHOICES = (
     ("training", "lr_scheduler_type", "lr_scheduler_type"),
     ("training", "optim", "optim"),
@@ -125,13 +126,8 @@ class HyperparametersScreen(StepScreen):
 
     # -- edits -----------------------------------------------------------------------------------
     def _apply(self, section: str, name: str, value: Any) -> Optional[str]:
-        data = self.wizard.session.to_dict()
-        if section == "top":
-            data[name] = value
-        else:
-            data[section][name] = value
         try:
-            self.wizard.session = session_from_dict(data)
+            self.wizard.edit_session({name if section == "top" else f"{section}.{name}": value})
         except Exception as error:
             return explain(error).removeprefix("session: ")
         return None
@@ -163,7 +159,7 @@ class HyperparametersScreen(StepScreen):
 
     def apply_named_preset(self, name: str) -> None:
         try:
-            self.wizard.session = apply_preset(self.wizard.session, self.presets[name])
+            self.wizard.edit_session(self.presets[name].values, where=f"preset {name}")
         except Exception as error:
             self.say(explain(error), error=True)
             return

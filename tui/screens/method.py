@@ -6,16 +6,18 @@ from typing import Any, Optional
 
 from textual import work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
+from textual.timer import Timer
 from textual.widgets import DataTable, Input, Label, RadioButton, RadioSet, Select, Static
 
-from engine.session_edits import parse_field
+from engine.session.edits import parse_field
 from tui.screens.base import StepScreen, explain
 from tui.widgets.bars import UsageBar
 from tui.widgets.field import FormField
 
+REPLAN_DELAY = 0.3  # seconds after the last keystroke
 METHODS = (("full", "Full fine-tune"), ("lora", "LoRA"), ("qlora", "QLoRA (4-bit)"))
 # (section, field, label): the knobs that move the estimate most.
 KNOBS = (
@@ -46,6 +48,7 @@ class MethodScreen(StepScreen):
         self._recommendation = None
         self._estimates: dict[str, Any] = {}
         self._plan_serial = 0
+        self._replan_timer: Optional[Timer] = None
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="budget", classes="muted")
@@ -54,7 +57,7 @@ class MethodScreen(StepScreen):
                 for method, label in METHODS:
                     yield RadioButton(label, value=self.wizard.session.method == method, id=f"method-{method}", compact=True)
             with Vertical(id="method-bars"):
-                for method, label in METHODS:
+                for method, _label in METHODS:
                     yield UsageBar("", None, None, id=f"bar-{method}", label_width=0, caption_width=13)
         yield Static("", id="recommendation", classes="panel recommendation")
         yield DataTable(id="parts", classes="-hidden", cursor_type="none", zebra_stripes=True)
@@ -97,8 +100,7 @@ class MethodScreen(StepScreen):
             return
         value = {"true": True, "false": False}.get(str(event.value), str(event.value))
         if value != self.wizard.session.training.gradient_checkpointing:
-            training = self.wizard.session.training.model_copy(update={"gradient_checkpointing": value})
-            self.wizard.session = self.wizard.session.model_copy(update={"training": training})
+            self.wizard.edit_session({"training.gradient_checkpointing": value})
             self.plan()
 
     def _select_radio(self, method: str) -> None:
@@ -118,28 +120,31 @@ class MethodScreen(StepScreen):
             list(session.lora.target_modules), session.training.optim,
         )
 
-    @work(thread=True, exclusive=True, group="plan")
-    def plan_worker(self, serial: int, name: str, r: int, batch: int, accumulation: int, seq_len: int, checkpointing, modules: list, optim: str) -> None:
-        try:
-            from engine.memory import estimate_memory
+    @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
+    def plan_worker(self, serial: int, name: str, r: int, batch: int, accumulation: int, seq_len: int, checkpointing,
+                    modules: list, optim: str) -> tuple:
+        from engine.planner.memory import estimate_memory
 
-            info = self.wizard.model_info(name)
-            budget = self.wizard.budget()
-            device = "cpu" if budget.kind == "RAM" else "cuda"
-            key = (name, budget.label, budget.gb, seq_len)
-            # Recommended from the seed's batch 4 x 4, not from what is being typed: the advice
-            # should not chase the person's edits.
-            recommendation = self.wizard.cached(("recommend",) + key, lambda: _recommend(info, budget, seq_len, 4, 4))
-            usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
-            estimates = {
-                method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
-                                        gradient_checkpointing=checkpointing, optim=optim, device=device)
-                for method, _ in METHODS
-            }
-        except Exception as error:
-            self.app.call_from_thread(self._show_error, serial, explain(error))
-            return
-        self.app.call_from_thread(self._show_plan, serial, key, budget, recommendation, estimates)
+        info = self.wizard.model_info(name)
+        budget = self.wizard.budget()
+        device = "cpu" if budget.kind == "RAM" else "cuda"
+        key = (name, budget.label, budget.gb, seq_len)
+        # Recommended from the seed's batch 4 x 4, not from what is being typed: the advice
+        # should not chase the person's edits.
+        recommendation = self.wizard.cached(("recommend", *key), lambda: _recommend(info, budget, seq_len, 4, 4))
+        usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
+        estimates = {
+            method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
+                                    gradient_checkpointing=checkpointing, optim=optim, device=device)
+            for method, _ in METHODS
+        }
+        return serial, key, budget, recommendation, estimates
+
+    def plan_done(self, result: tuple) -> None:
+        self._show_plan(*result)
+
+    def plan_failed(self, error: BaseException) -> None:
+        self._show_error(self._plan_serial, explain(error))
 
     def _show_error(self, serial: int, message: str) -> None:
         if serial != self._plan_serial:
@@ -211,24 +216,21 @@ class MethodScreen(StepScreen):
         if rec is None or not rec.method:
             self.notify("There is no recommendation to apply.", severity="warning")
             return
-        session = self.wizard.session.to_dict()
-        session["method"] = rec.method
+        changes: dict = {
+            "method": rec.method,
+            "training.per_device_train_batch_size": rec.per_device_train_batch_size,
+            "training.gradient_accumulation_steps": rec.gradient_accumulation_steps,
+        }
         if rec.backend:  # the plan fits only with that backend's kernels: "auto" must not fall back
-            session["backend"] = rec.backend
+            changes["backend"] = rec.backend
         if rec.r:  # None for full fine-tuning: no adapter
-            session["lora"].update(r=rec.r, lora_alpha=rec.lora_alpha or 2 * rec.r)
+            changes.update({"lora.r": rec.r, "lora.lora_alpha": rec.lora_alpha or 2 * rec.r})
         if rec.target_modules:
-            session["lora"]["target_modules"] = list(rec.target_modules)
-        session["training"].update(
-            per_device_train_batch_size=rec.per_device_train_batch_size,
-            gradient_accumulation_steps=rec.gradient_accumulation_steps,
-        )
-        current = session["training"]["gradient_checkpointing"]
-        session["training"]["gradient_checkpointing"] = (current or "unsloth") if rec.gradient_checkpointing else False
-        from engine.session import session_from_dict
-
+            changes["lora.target_modules"] = list(rec.target_modules)
+        current = self.wizard.session.training.gradient_checkpointing
+        changes["training.gradient_checkpointing"] = (current or "unsloth") if rec.gradient_checkpointing else False
         try:
-            self.wizard.session = session_from_dict(session, where="recommendation")
+            self.wizard.edit_session(changes, where="recommendation")
         except Exception as error:
             self.say(explain(error), error=True)
             return
@@ -245,7 +247,7 @@ class MethodScreen(StepScreen):
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         method = (event.pressed.id or "").removeprefix("method-")
         if method and method != self.wizard.session.method:
-            self.wizard.session = self.wizard.session.model_copy(update={"method": method})
+            self.wizard.edit_session({"method": method})
         self._adapter_fields()
 
     def _adapter_fields(self) -> None:
@@ -258,19 +260,18 @@ class MethodScreen(StepScreen):
             return
         field, section, name, value = parsed
         field.show_error(None)
-        data = self.wizard.session.to_dict()
-        data[section][name] = value
-        from engine.session import session_from_dict
-
         try:
-            self.wizard.session = session_from_dict(data)
+            self.wizard.edit_session({f"{section}.{name}": value})
         except Exception as error:
             field.show_error(explain(error))
             return
-        self.set_timer(0.3, self._replan_if_idle, name="replan")
+        self._replan_soon()
 
-    def _replan_if_idle(self) -> None:
-        self.plan()
+    def _replan_soon(self) -> None:
+        """Debounced: typing "512" re-plans once, 0.3 s after the last key, not once per key."""
+        if self._replan_timer is not None:
+            self._replan_timer.stop()
+        self._replan_timer = self.set_timer(REPLAN_DELAY, self.plan, name="replan")
 
     def commit(self, strict: bool) -> Optional[str]:
         bad = [f.label for f in self.query(FormField) if f.error]
@@ -280,7 +281,7 @@ class MethodScreen(StepScreen):
 
 
 def _recommend(info, budget, seq_len: int, batch: int, accumulation: int):
-    from engine.recommend import recommend
+    from engine.planner.recommend import recommend
 
     if budget.kind == "RAM":
         return recommend(info, None, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation, ram_gb=budget.gb)

@@ -6,13 +6,13 @@ from typing import Optional
 
 from textual import work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine.session import DEMO_MODEL
+from engine.session.schema import DEMO_MODEL
 from tui.screens.base import StepScreen, explain
 
 
@@ -32,6 +32,7 @@ class ModelScreen(StepScreen):
     def __init__(self) -> None:
         super().__init__()
         self._advance_when_ready = False
+        self._inspecting = ""
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="row"):
@@ -54,17 +55,17 @@ class ModelScreen(StepScreen):
     def current_name(self) -> str:
         return self.query_one("#model-name", Input).value.strip()
 
-    @work(thread=True, exclusive=True, group="local")
-    def find_local_models(self) -> None:
-        try:
-            from engine.models import list_local_models
+    @work(thread=True, exclusive=True, group="local", exit_on_error=False)
+    def find_local_models(self) -> list:
+        from engine.models import list_local_models
 
-            found = list_local_models()
-        except Exception as error:
-            found, problem = [], explain(error)
-        else:
-            problem = ""
-        self.app.call_from_thread(self._fill_local, found, problem)
+        return list_local_models()
+
+    def local_done(self, found: list) -> None:
+        self._fill_local(found, "")
+
+    def local_failed(self, error: BaseException) -> None:
+        self._fill_local([], explain(error))
 
     def _fill_local(self, found: list, problem: str) -> None:
         options = self.query_one("#local-models", OptionList)
@@ -109,16 +110,18 @@ class ModelScreen(StepScreen):
             self.say(f"Converting {name} to a Hugging Face folder, once (it reads every weight: minutes for a large file) …")
         else:
             self.say(f"Reading {name} (its config only, no weights) …")
+        self._inspecting = name  # what a failure is about
         self.inspect_worker(name)
 
-    @work(thread=True, exclusive=True, group="inspect")
-    def inspect_worker(self, name: str) -> None:
-        try:
-            info = self.wizard.model_info(name)
-        except Exception as error:
-            self.app.call_from_thread(self._show_error, name, explain(error))
-            return
-        self.app.call_from_thread(self._show_info, name, info)
+    @work(thread=True, exclusive=True, group="inspect", exit_on_error=False)
+    def inspect_worker(self, name: str) -> tuple:
+        return name, self.wizard.model_info(name)
+
+    def inspect_done(self, result: tuple) -> None:
+        self._show_info(*result)
+
+    def inspect_failed(self, error: BaseException) -> None:
+        self._show_error(self._inspecting, explain(error))
 
     def _show_error(self, name: str, message: str) -> None:
         self.query_one("#info-panel").loading = False
@@ -153,12 +156,13 @@ class ModelScreen(StepScreen):
             return "Give a model: a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, a folder or a .gguf file." if strict else None
         session = self.wizard.session
         info = self.wizard.known_model_info(name)
+        changes: dict = {}
         if name != session.model.name:
-            model = session.model.model_copy(update={"name": name})
-            self.wizard.session = session.model_copy(update={"model": model})
-        if info is not None and info.context_length and self.wizard.session.model.max_seq_length > info.context_length:
-            model = self.wizard.session.model.model_copy(update={"max_seq_length": int(info.context_length)})
-            self.wizard.session = self.wizard.session.model_copy(update={"model": model})
+            changes["model.name"] = name
+        if info is not None and info.context_length and session.model.max_seq_length > info.context_length:
+            changes["model.max_seq_length"] = int(info.context_length)
+        if changes:
+            self.wizard.edit_session(changes)
         if strict and info is None:
             self._advance_when_ready = True
             self.inspect(name)

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from engine.wizard_state import WizardDraft
+from engine.session.draft import WizardDraft
 from tui.widgets.footer import StableFooter
 
 
@@ -20,7 +20,7 @@ class ResumeScreen(ModalScreen[Optional[str]]):
     BINDINGS = [
         Binding("c", "answer('continue')", "Continue", id="resume.continue"),
         Binding("n", "answer('fresh')", "Start fresh", id="resume.fresh"),
-        Binding("escape", "answer('fresh')", "Start fresh", show=False),
+        Binding("escape", "answer('fresh')", "Start fresh", show=False, id="resume.fresh"),
     ]
 
     def __init__(self, draft: WizardDraft):

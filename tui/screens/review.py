@@ -8,13 +8,13 @@ from typing import Optional
 from rich.syntax import Syntax
 from textual import work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Input, Label, Static, Checkbox
+from textual.markup import escape
+from textual.widgets import Checkbox, Input, Label, Static
 
-from engine.session import save_session
-from engine.session_edits import replay_command, run_name_for, session_for_file, shown_path
+from engine.session.edits import replay_command, run_name_for, session_for_file, shown_path
+from engine.session.schema import save_session
 from tui.screens.base import StepScreen, explain
 
 
@@ -89,10 +89,7 @@ class ReviewScreen(StepScreen):
         if not folder:
             return "Give a run folder, such as runs/my-run." if strict else None
         resolved = str(Path(folder).expanduser().resolve())
-        output = self.wizard.session.output.model_copy(
-            update={"dir": resolved, "save_merged": self.query_one("#save-merged", Checkbox).value}
-        )
-        self.wizard.session = self.wizard.session.model_copy(update={"output": output})
+        self.wizard.edit_session({"output": {"dir": resolved, "save_merged": self.query_one("#save-merged", Checkbox).value}})
         return None
 
     def _problems(self) -> Optional[str]:
@@ -131,17 +128,12 @@ class ReviewScreen(StepScreen):
         self.say("Starting the run in the background …")
         self.launch_worker(self.wizard.session)
 
-    @work(thread=True, exclusive=True, group="launch")
-    def launch_worker(self, session) -> None:
-        try:
-            from engine.runs import launch
+    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
+    def launch_worker(self, session):
+        from engine.runs.registry import launch
 
-            handle = launch(session)
-        except Exception as error:
-            self.app.call_from_thread(self.say, explain(error), True)
-            return
-        self.app.call_from_thread(self._launched, handle)
+        return launch(session)
 
-    def _launched(self, handle) -> None:
+    def launch_done(self, handle) -> None:
         self.say(f"Training in {handle.run_dir} (process {handle.pid}).")
         self.wizard.watch_run(handle.run_dir)

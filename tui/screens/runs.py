@@ -16,6 +16,7 @@ from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
+
 from tui.widgets.footer import StableFooter
 
 

@@ -6,8 +6,8 @@ from typing import Optional
 
 from textual import work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.binding import Binding
+from textual.markup import escape
 from textual.widgets import SelectionList, Static
 
 from tui.screens.base import StepScreen, explain
@@ -42,18 +42,16 @@ class TargetModulesScreen(StepScreen):
         else:
             self.count()
 
-    @work(thread=True, exclusive=True, group="modules")
-    def load(self, name: str) -> None:
-        try:
-            info = self.wizard.model_info(name)
-        except Exception as error:
-            self.app.call_from_thread(self._show_error, explain(error))
-            return
-        self.app.call_from_thread(self._fill, name, info)
+    @work(thread=True, exclusive=True, group="modules", exit_on_error=False)
+    def load(self, name: str) -> tuple:
+        return name, self.wizard.model_info(name)
 
-    def _show_error(self, message: str) -> None:
+    def modules_done(self, result: tuple) -> None:
+        self._fill(*result)
+
+    def modules_failed(self, error: BaseException) -> None:
         self.query_one("#modules").loading = False
-        self.say(message, error=True)
+        self.say(explain(error), error=True)
 
     def _fill(self, name: str, info) -> None:
         self._info, self._shown_for = info, name
@@ -84,8 +82,7 @@ class TargetModulesScreen(StepScreen):
 
     def _store(self, modules: list[str]) -> None:
         if modules:
-            lora = self.wizard.session.lora.model_copy(update={"target_modules": modules})
-            self.wizard.session = self.wizard.session.model_copy(update={"lora": lora})
+            self.wizard.edit_session({"lora.target_modules": modules})
         self.count()
 
     def count(self) -> None:
@@ -94,23 +91,23 @@ class TargetModulesScreen(StepScreen):
         modules = list(self.query_one("#modules", SelectionList).selected)
         self.count_worker(modules, self.wizard.session.lora.r)
 
-    @work(thread=True, exclusive=True, group="count")
-    def count_worker(self, modules: list[str], r: int) -> None:
+    @work(thread=True, exclusive=True, group="count", exit_on_error=False)
+    def count_worker(self, modules: list[str], r: int) -> str:
         info = self._info
         if not modules:
-            text = "[red]No module selected: LoRA needs at least one target module.[/red]"
-        else:
-            try:
-                from engine.architecture import count_trainable_params
+            return "[red]No module selected: LoRA needs at least one target module.[/red]"
+        from engine.planner.target_modules import count_trainable_params
 
-                trainable = count_trainable_params(info, modules, r)
-            except Exception as error:
-                text = f"[red]{escape(explain(error))}[/red]"
-            else:
-                share = 100.0 * trainable / info.params if info.params else 0.0
-                text = (f"Trainable parameters at r {r}: [b]{trainable:,}[/b] of {info.params:,} "
-                        f"([b]{share:.2f}%[/b]) in {len(modules)} module type(s).")
-        self.app.call_from_thread(self.query_one("#trainable", Static).update, text)
+        trainable = count_trainable_params(info, modules, r)
+        share = 100.0 * trainable / info.params if info.params else 0.0
+        return (f"Trainable parameters at r {r}: [b]{trainable:,}[/b] of {info.params:,} "
+                f"([b]{share:.2f}%[/b]) in {len(modules)} module type(s).")
+
+    def count_done(self, text: str) -> None:
+        self.query_one("#trainable", Static).update(text)
+
+    def count_failed(self, error: BaseException) -> None:
+        self.query_one("#trainable", Static).update(f"[red]{escape(explain(error))}[/red]")
 
     def commit(self, strict: bool) -> Optional[str]:
         if self._info is None:

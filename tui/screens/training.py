@@ -2,7 +2,7 @@
 
 The screen only reads: `events.jsonl` through `EventTail` on a timer (one refresh per tick
 however many events arrived, so a fast run cannot flood the UI) and `worker.log` for the last
-lines. Training runs in its own process (see `engine.runs`); leaving this screen leaves it running.
+lines. Training runs in its own process (see `engine.runs.registry`); leaving this screen leaves it running.
 A remedy key applies the remedy to the run's session, saves it, and restarts or resumes the run.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from textual import work
 from textual.app import ComposeResult
@@ -23,7 +24,7 @@ from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-from engine.events import EVENTS_FILE, EventTail
+from engine.runs.events import EVENTS_FILE, EventTail
 from tui.widgets.findings_panel import FindingsPanel, numbered_remedies
 from tui.widgets.footer import StableFooter
 from tui.widgets.log_tail import LogTail
@@ -128,7 +129,7 @@ class RunView:
         self.findings = [f for f in self.findings if f.get("kind") != event.get("kind")] + [event]
 
     def _on_data(self, event: dict) -> None:
-        from engine.diagnostics import example_text
+        from engine.troubleshooting.diagnostics import example_text
 
         self.example = example_text(event) or self.example
 
@@ -163,7 +164,7 @@ class RunView:
 class ExampleScreen(ModalScreen[None]):
     """A rendered training example, exactly as the model sees it (the trained part between ▶ ◀)."""
 
-    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,q,enter", "dismiss", "Close", id="example.close")]
     DEFAULT_CSS = """
     ExampleScreen { align: center middle; }
     ExampleScreen > VerticalScroll { width: 90%; height: 80%; border: round $accent; padding: 1 2; background: $surface; }
@@ -188,13 +189,14 @@ class TrainingScreen(Screen):
 
     CSS_PATH = "../styles/training.tcss"
     BINDINGS = [
-        Binding("s", "stop", "Stop"),
-        Binding("p", "pause", "Pause/resume"),
-        Binding("o", "open_folder", "Run folder"),
-        Binding("f", "finish", "Finish", show=False),  # the finish screen again, once the run completed
-        Binding("escape", "back", "Back"),
-        Binding("1", "remedy(1)", "Remedy", key_display="1-9"),
-        *[Binding(str(n), f"remedy({n})", f"Remedy {n}", show=False) for n in range(2, 10)],
+        Binding("s", "stop", "Stop", id="dashboard.stop"),
+        Binding("p", "pause", "Pause/resume", id="dashboard.pause"),
+        Binding("o", "open_folder", "Run folder", id="dashboard.folder"),
+        # The finish screen again, once the run completed.
+        Binding("f", "finish", "Finish", show=False, id="dashboard.finish"),
+        Binding("escape", "back", "Back", id="dashboard.back"),
+        Binding("1", "remedy(1)", "Remedy", key_display="1-9", id="dashboard.remedy1"),
+        *[Binding(str(n), f"remedy({n})", f"Remedy {n}", show=False, id=f"dashboard.remedy{n}") for n in range(2, 10)],
     ]
 
     class RunFinished(Message):
@@ -380,7 +382,7 @@ class TrainingScreen(Screen):
         self._memory = memory_line(self.view.pid)
 
     def _worker_alive(self) -> bool:
-        from engine.runs import SUPERVISOR_PID_FILE, pid_alive
+        from engine.runs.registry import SUPERVISOR_PID_FILE, pid_alive
 
         if self.view.pid and pid_alive(self.view.pid):
             return True
@@ -392,7 +394,7 @@ class TrainingScreen(Screen):
 
     # -- keys -----------------------------------------------------------------------------------
     def action_stop(self) -> None:
-        from engine.runs import request_resume, request_stop
+        from engine.runs.registry import request_resume, request_stop
 
         request_stop(self.run_dir)
         if self.view.status_word == "paused":
@@ -400,7 +402,7 @@ class TrainingScreen(Screen):
         self.notify("Stopping after this step: the worker saves a checkpoint, then ends.")
 
     def action_pause(self) -> None:
-        from engine.runs import PAUSE_FILE, request_pause, request_resume
+        from engine.runs.registry import PAUSE_FILE, request_pause, request_resume
 
         if (self.run_dir / PAUSE_FILE).exists() or self.view.status_word == "paused":
             request_resume(self.run_dir)
@@ -472,9 +474,9 @@ class TrainingScreen(Screen):
         self._busy = False
 
     def _apply_and_restart(self, remedy: dict) -> str:
-        from engine.remedies import apply_remedy
-        from engine.runs import last_checkpoint, request_resume, request_stop, run_state
-        from engine.session import load_session, save_session
+        from engine.runs.registry import last_checkpoint, request_resume, request_stop, run_state
+        from engine.session.schema import load_session, save_session
+        from engine.troubleshooting.remedies import apply_remedy
 
         session_path = self.run_dir / "session.json"
         session = apply_remedy(load_session(session_path), remedy)
@@ -495,17 +497,17 @@ class TrainingScreen(Screen):
         resume = remedy.get("restart") == "resume" and checkpoint is not None
         launch = self._launch
         if launch is None:
-            from engine.runs import launch
+            from engine.runs.registry import launch
         launch(session, resume=resume)
         how = f"resumed from {checkpoint.name}" if resume else "restarted from the beginning"
         return f"{remedy['label']}: session saved, run {how}."
 
 
 def memory_line(pid: Optional[int]) -> str:
-    """GPU memory used / total through NVML (the planner's engine.hardware, whose
+    """GPU memory used / total through NVML (the planner's engine.planner.hardware, whose
     $LORA_TUI_HARDWARE seam also applies here) where a GPU is, else the worker's RSS."""
     try:
-        from engine.hardware import probe_hardware
+        from engine.planner.hardware import probe_hardware
 
         gpus = probe_hardware().gpus
     except Exception:

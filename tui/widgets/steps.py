@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from engine.wizard_state import STEP_TITLES, STEPS
+from engine.session.draft import STEP_TITLES, STEPS
 
 SHORT_TITLES = {"target_modules": "Modules", "hyperparameters": "Hyperparams"}
 

@@ -18,7 +18,7 @@ def _on_gpu() -> bool:
 
 def compute_dtype():
     """The dtype the model computes in: bf16 where the GPU has it, fp16 on older GPUs, fp32 on the CPU
-    (engine.training_args turns mixed precision off there)."""
+    (engine.training.args turns mixed precision off there)."""
     import torch
 
     if not _on_gpu():

@@ -10,9 +10,9 @@ BACKENDS = ("unsloth", "peft")
 
 def load_backend(name: str):
     if name == "unsloth":
-        from engine.backends import unsloth_backend as module
+        from engine.training.backends import unsloth_backend as module
     elif name == "peft":
-        from engine.backends import peft_backend as module
+        from engine.training.backends import peft_backend as module
     else:
         raise ValueError(f"unknown backend {name!r}")
     return module

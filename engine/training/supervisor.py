@@ -14,25 +14,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engine.errors import UserError
-from engine.events import EventTail, EventWriter, EVENTS_FILE
 from engine.paths import atomic_write_text
-from engine.progress_lines import format_event
-from engine.runs import SUPERVISOR_PID_FILE, STOP_FILE, last_checkpoint, remember_run, request_stop
-from engine.session import Session, load_session, save_session
-
-MAX_OOM_RETRIES = 3
-EXIT_STOPPED = 130
+from engine.runs.events import EVENTS_FILE, EventTail, EventWriter
+from engine.runs.progress_lines import format_event
+from engine.runs.registry import STOP_FILE, SUPERVISOR_PID_FILE, last_checkpoint, remember_run, request_stop
+from engine.session.schema import Session, load_session, save_session
+from engine.training.exit_codes import EXIT_STOPPED, WorkerExit
+from engine.troubleshooting import oom
 
 
 def replay(session_path: str, *, dry_run: bool = False, resume: bool = False, oom_retry: bool = True,
            out: Callable[[str], None] = print) -> int:
     session = load_session(session_path)
     if dry_run:
-        from engine.preflight import preflight
+        from engine.training.preflight import preflight
 
         report = preflight(session)
         out(report.format())
@@ -97,12 +96,12 @@ class Supervisor:
         try:
             while True:
                 code, last = self._run_worker(backend, resume, tail)
-                if code == 3 and self.session.backend == "auto" and backend == "unsloth":
+                if code == WorkerExit.BACKEND_UNAVAILABLE and self.session.backend == "auto" and backend == "unsloth":
                     self._note("fallback", f"Unsloth cannot start here ({last.get('message', '')}); falling back to the peft backend.",
                                backend="peft")
                     backend = "peft"
                     continue
-                if code == 4 and oom_retry and retries < MAX_OOM_RETRIES and not self.interrupts:
+                if code == WorkerExit.OOM and oom_retry and retries < oom.MAX_RETRIES and not self.interrupts:
                     retry = self._apply_oom_remedy()
                     if retry is not None:
                         retries += 1
@@ -114,9 +113,9 @@ class Supervisor:
             (self.run_dir / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
 
     def _apply_oom_remedy(self) -> str | None:
-        from engine.remedies import apply_remedy, cheapest_oom_remedy
+        from engine.troubleshooting.remedies import apply_remedy
 
-        remedy = cheapest_oom_remedy(self.session)
+        remedy = oom.cheapest_remedy(self.session)
         if remedy is None:
             return None
         self.session = apply_remedy(self.session, remedy)
@@ -133,7 +132,7 @@ class Supervisor:
 
     # -- one worker process -------------------------------------------------------------------
     def _run_worker(self, backend: str, resume: bool, tail: EventTail) -> tuple[int, dict]:
-        command = [sys.executable, "-m", "engine.worker", str(self.run_dir), "--backend", backend]
+        command = [sys.executable, "-m", "engine.training.worker", str(self.run_dir), "--backend", backend]
         if resume:
             command.append("--resume")
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
@@ -186,7 +185,7 @@ class Supervisor:
         message = last.get("message", f"the training worker exited with code {code}")
         if last.get("kind") == "oom":
             message += f"; see the finding in {self.run_dir / EVENTS_FILE} for remedies"
-        raise _RunFailed(message, exit_code=2 if code == 2 else 1)
+        raise _RunFailed(message, exit_code=2 if code == WorkerExit.BAD_INPUT else 1)
 
 
 class _RunFailed(UserError):

@@ -64,7 +64,7 @@ def base_model_path(run_dir: Path) -> str:
     if base and Path(base).is_dir():
         return base
     from engine.models import resolve_model
-    from engine.session import load_session
+    from engine.session.schema import load_session
 
     return resolve_model(load_session(run_dir / "session.json").model.name).path
 
@@ -105,7 +105,7 @@ def merge_adapter_report(run_dir: str | Path) -> MergeReport:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.session import load_session
+    from engine.session.schema import load_session
 
     run_dir = Path(run_dir).resolve()
     adapter = _adapter_of(run_dir)
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(json.dumps({"error": str(exc)}) if args.json else f"Error: {exc}", flush=True)
         return 2
-    except Exception as exc:  # noqa: BLE001 - one line for the person, the traceback on stderr
+    except Exception as exc:  # one line for the person, the traceback on stderr
         import traceback
 
         traceback.print_exc()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.architecture import count_trainable_params, inspect_model
 from engine.errors import UserError
-from engine.hardware import HardwareProfile, load_gpu_catalogue, planned_hardware, probe_hardware
-from engine.memory import COMPONENTS, METHODS, estimate_memory
-from engine.recommend import DEFAULT_R, HEADROOM, OPTIM, RAM_HEADROOM, recommend
+from engine.planner.architecture import inspect_model
+from engine.planner.hardware import HardwareProfile, load_gpu_catalogue, planned_hardware, probe_hardware
+from engine.planner.memory import COMPONENTS, METHODS, estimate_memory
+from engine.planner.recommend import DEFAULT_R, HEADROOM, OPTIM, RAM_HEADROOM, recommend
+from engine.planner.target_modules import count_trainable_params
 
 GRADIENT_ACCUMULATION_STEPS = 4
 METHOD_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}

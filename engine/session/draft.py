@@ -8,7 +8,7 @@ complete. Where the wizard stood (the step, the GPU being planned for) lives bes
 This module is on the wizard's start-up path, so it does not import the schema (pydantic and the
 session models cost ~150 ms, a third of a bare Textual app's start): a draft may hold the session
 as plain data, validated on first use, after the first screen is drawn. Editing a session field by
-field lives in `engine.session_edits`.
+field lives in `engine.session.edits`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from engine.errors import SessionError
 from engine.paths import atomic_write_text, state_dir
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.session.schema import Session
 
 # The wizard's steps, in order. Names are stable: they are screen names, palette entries and the
 # `step` saved in wizard.json.
@@ -56,7 +56,7 @@ class WizardDraft:
 
     def __init__(
         self,
-        session: Union["Session", dict[str, Any]],
+        session: Union[Session, dict[str, Any]],
         step: str = "hardware",
         plan_gpu: Optional[str] = None,  # a catalogue GPU name to plan for instead of the one found
         plan_vram_gb: Optional[float] = None,
@@ -73,16 +73,16 @@ class WizardDraft:
         self.where = where
 
     @property
-    def session(self) -> "Session":
+    def session(self) -> Session:
         if self._session is None:
-            from engine.session import session_from_dict
+            from engine.session.schema import session_from_dict
 
             self._session = session_from_dict(self._data, where=self.where)
             self._data = None
         return self._session
 
     @session.setter
-    def session(self, value: Union["Session", dict[str, Any]]) -> None:
+    def session(self, value: Union[Session, dict[str, Any]]) -> None:
         self._session, self._data = (None, value) if isinstance(value, dict) else (value, None)
 
     @property
@@ -109,9 +109,9 @@ def fresh_session_data(model: Optional[str] = None, dataset: Optional[str] = Non
     return data
 
 
-def new_session(model: Optional[str] = None, dataset: Optional[str] = None) -> "Session":
+def new_session(model: Optional[str] = None, dataset: Optional[str] = None) -> Session:
     """A fresh, validated session with the seed's defaults."""
-    from engine.session import session_from_dict
+    from engine.session.schema import session_from_dict
 
     return session_from_dict(fresh_session_data(model, dataset), where="new session")
 
@@ -123,7 +123,7 @@ def absolute_path(path: str) -> str:
 
 def save_draft(draft: WizardDraft) -> Path:
     """Write the session in progress and the wizard's position (atomically, each)."""
-    from engine.session import save_session
+    from engine.session.schema import save_session
 
     draft.saved_at = time.time()
     # Relative paths mean "from where the wizard runs"; the draft lives elsewhere, so it keeps them
@@ -158,7 +158,7 @@ def load_draft(validate: bool = True) -> Optional[WizardDraft]:
     if not isinstance(session, dict):
         return None
     if validate:
-        from engine.session import session_from_dict
+        from engine.session.schema import session_from_dict
 
         try:
             # saved with absolute paths, so none are resolved; "" stays "no dataset yet"

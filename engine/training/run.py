@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.runs import last_checkpoint
-from engine.session import load_session
+from engine.runs.registry import last_checkpoint
+from engine.session.schema import load_session
 
 ADAPTER_DIR = "adapter"
 FULL_MODEL_DIR = "model"
@@ -78,8 +78,8 @@ class TrainingRun:
         import torch
         from trl import SFTConfig, SFTTrainer
 
-        from engine.progress_callback import ProgressCallback, count_training_tokens
-        from engine.training_args import sft_config_kwargs
+        from engine.training.args import sft_config_kwargs
+        from engine.training.callback import ProgressCallback, count_training_tokens
 
         on_gpu = torch.cuda.is_available()
         kwargs = sft_config_kwargs(
@@ -90,7 +90,7 @@ class TrainingRun:
         # The dataset arrives tokenized with a completion_mask; TRL turns it into labels.
         kwargs["completion_only_loss"] = session.dataset.completion_only_loss
         config = SFTConfig(**kwargs)
-        from engine.diagnostics import Diagnostician
+        from engine.troubleshooting.diagnostics import Diagnostician
 
         report = data.report
         diagnostician = Diagnostician(

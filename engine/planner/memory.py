@@ -1,6 +1,6 @@
 """Peak training memory for full fine-tuning, LoRA and QLoRA, as a sum of named parts.
 
-Every part is a formula over the model's real shapes (from `engine.architecture`), so a 256k
+Every part is a formula over the model's real shapes (from `engine.planner.architecture`), so a 256k
 vocabulary or a wide MLP shows up where it belongs. The few constants that are not pure
 arithmetic (activation bytes per token, loss-kernel bytes per logit, runtime overhead) were set
 against published peak-memory measurements; `benchmarks/memory_estimate.py` prints each
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from engine.architecture import ModelInfo, count_trainable_params, resolve_target_modules
 from engine.errors import UserError
+from engine.planner.architecture import ModelInfo
+from engine.planner.target_modules import count_trainable_params, resolve_target_modules
 
 GIB = 1024**3
 METHODS = ("full", "lora", "qlora")

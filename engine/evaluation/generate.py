@@ -1,6 +1,6 @@
 """Try it: the base model's and the fine-tuned model's answers to one prompt, side by side.
 
-Generation runs in its own process, never in the UI: `python -m engine.generate RUN_DIR --prompt TEXT`
+Generation runs in its own process, never in the UI: `python -m engine.evaluation.generate RUN_DIR --prompt TEXT`
 prints one JSON object; `--serve` loads the models once and answers JSON lines on stdin
 (`{"prompt": ..., "input": ...}`) with JSON lines on stdout, so the finish screen does not reload per
 prompt. `input` is the Alpaca input of instruction data (`--input` on the command line).
@@ -29,7 +29,7 @@ DEFAULT_MAX_NEW_TOKENS = 64
 
 def _data_format(run_dir: Path, session) -> str:
     """The dataset format the run trained on: the worker's data report, else the session's."""
-    from engine.events import read_events
+    from engine.runs.events import read_events
 
     for event in reversed(read_events(run_dir)):
         if event.get("event") == "data" and event.get("format"):
@@ -75,7 +75,7 @@ class Generator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from engine.session import load_session
+        from engine.session.schema import load_session
 
         self.run_dir = Path(run_dir).resolve()
         session = load_session(self.run_dir / "session.json")
@@ -97,7 +97,7 @@ class Generator:
         if (adapter / "adapter_config.json").is_file():
             from peft import PeftModel
 
-            from engine.export import base_model_path
+            from engine.export.merge import base_model_path
 
             self.tokenizer = AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=trust)
             base = AutoModelForCausalLM.from_pretrained(base_model_path(self.run_dir), **kwargs)
@@ -151,7 +151,7 @@ def _one_line(exc: BaseException) -> str:
 def _serve(run_dir: str, max_new_tokens: int, out) -> int:
     try:
         generator = Generator(run_dir)
-    except Exception as exc:  # noqa: BLE001 - the client shows one line
+    except Exception as exc:  # the client shows one line
         import traceback
 
         traceback.print_exc()
@@ -167,7 +167,7 @@ def _serve(run_dir: str, max_new_tokens: int, out) -> int:
             request = json.loads(line)
             reply = generator.answer(str(request["prompt"]), int(request.get("max_new_tokens", max_new_tokens)),
                                      str(request.get("input", "")))
-        except Exception as exc:  # noqa: BLE001 - one bad request does not end the session
+        except Exception as exc:  # one bad request does not end the session
             import traceback
 
             traceback.print_exc()
@@ -178,7 +178,7 @@ def _serve(run_dir: str, max_new_tokens: int, out) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.generate")
+    parser = argparse.ArgumentParser(prog="python -m engine.evaluation.generate")
     parser.add_argument("run_dir")
     parser.add_argument("--prompt")
     parser.add_argument("--input", default="", help="the Alpaca input for instruction data")
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         parser.error("give --prompt TEXT or --serve")
     try:
         reply = Generator(args.run_dir).answer(args.prompt, args.max_new_tokens, args.input)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         import traceback
 
         traceback.print_exc()
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
 # -- for a front end ------------------------------------------------------------------------------------
 
 class TryItClient:
-    """Starts `python -m engine.generate RUN_DIR --serve` and asks it; blocking calls, for a worker thread."""
+    """Starts `python -m engine.evaluation.generate RUN_DIR --serve` and asks it; blocking calls, for a worker thread."""
 
     def __init__(self, run_dir: str | Path, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
         self.run_dir = Path(run_dir)
@@ -227,7 +227,7 @@ class TryItClient:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
         log = open(self.run_dir / "generate.log", "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine.generate", str(self.run_dir), "--serve",
+            [sys.executable, "-m", "engine.evaluation.generate", str(self.run_dir), "--serve",
              "--max-new-tokens", str(self.max_new_tokens)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
             start_new_session=True,  # Ctrl+C in the UI is the UI's, not this process's
@@ -265,7 +265,7 @@ class TryItClient:
         try:
             process.stdin.close()
             process.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - a stuck process is killed, never left behind
+        except Exception:  # a stuck process is killed, never left behind
             process.kill()
             process.wait()
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from engine.architecture import ModelInfo
 from engine.errors import UserError
-from engine.memory import MemoryEstimate, estimate_memory
+from engine.planner.architecture import ModelInfo
+from engine.planner.memory import MemoryEstimate, estimate_memory
 
 # Plan to use at most 90% of the memory: allocator spikes and other processes need the rest.
 HEADROOM = 0.9

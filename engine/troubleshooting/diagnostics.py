@@ -7,7 +7,7 @@ the same findings. A finding is
     {"event": "finding", "step": 40, "kind": "no_decrease", "message": "...",
      "evidence": {numbers}, "remedies": [remedy, ...]}
 
-with remedies from `engine.remedies` (concrete session changes, most likely to help first).
+with remedies from `engine.troubleshooting.remedies` (concrete session changes, most likely to help first).
 Each kind is reported once, and again only when its evidence changes materially.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from engine import remedies as R
-from engine.remedies import as_session, fmt_lr
-from engine.session import Session
+from engine.session.schema import Session
+from engine.troubleshooting import remedies as R
+from engine.troubleshooting.remedies import as_session, fmt_lr
 
 # no_decrease: the fitted loss must fall by at least this fraction of its mean across the window...
 FLAT_RELATIVE_CHANGE = 0.03
@@ -116,7 +116,7 @@ class Diagnostician:
     formatting" remedy shows to the person.
     """
 
-    def __init__(self, session: "Session | dict", example: Optional[str] = None, train_rows: Optional[int] = None):
+    def __init__(self, session: Session | dict, example: Optional[str] = None, train_rows: Optional[int] = None):
         self.session = as_session(session)
         self.example = example
         self.train_rows = train_rows
@@ -395,26 +395,3 @@ def _changed_materially(kind: str, before: dict, now: dict) -> bool:
     if kind == "divergence":
         return now["loss"] > 2 * before["loss"]
     return False  # nan and oom: once is enough
-
-
-def oom_finding(session: "Session | dict", step: Optional[int], message: str) -> dict:
-    """The finding the worker writes when it catches `torch.OutOfMemoryError`."""
-    s = as_session(session)
-    remedies = R.oom_remedies(s)
-    current = R.estimate_peak_gb(s)
-    first_line = ((message or "").strip().splitlines() or ["out of memory"])[0][:200].rstrip(".")
-    at = f"at step {step}" if step is not None else "before the first step"
-    estimate = f" The planner estimated {current:.1f} GiB for this setting." if current is not None else ""
-    text = (
-        f"Out of memory {at}: {first_line}.{estimate} "
-        + ("The remedies below are ordered by what they cost, cheapest first." if remedies
-           else "Nothing cheaper is left to try: use a smaller model or a bigger GPU.")
-    )
-    evidence = {
-        "step": step, "estimate_gb": current,
-        "per_device_train_batch_size": s.training.per_device_train_batch_size,
-        "gradient_accumulation_steps": s.training.gradient_accumulation_steps,
-        "max_seq_length": s.model.max_seq_length, "method": s.method,
-        "gradient_checkpointing": s.training.gradient_checkpointing,
-    }
-    return {"event": "finding", "step": step, "kind": "oom", "message": text, "evidence": evidence, "remedies": remedies}

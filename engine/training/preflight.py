@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.session import Session
+from engine.session.schema import Session
 
 
 @dataclass
@@ -53,7 +53,8 @@ def preflight(session: Session) -> PreflightReport:
 
 
 def _inspect(model_path: str, session: Session, report: PreflightReport):
-    from engine.architecture import count_trainable_params, inspect_model
+    from engine.planner.architecture import inspect_model
+    from engine.planner.target_modules import count_trainable_params
 
     info = inspect_model(model_path, trust_remote_code=session.model.trust_remote_code)
     report.lines.append(
@@ -76,8 +77,8 @@ def _inspect(model_path: str, session: Session, report: PreflightReport):
 
 
 def _check_memory(info, session: Session, report: PreflightReport) -> None:
-    from engine.hardware import probe_hardware
-    from engine.memory import estimate_memory
+    from engine.planner.hardware import probe_hardware
+    from engine.planner.memory import estimate_memory
 
     t = session.training
     hardware = probe_hardware()

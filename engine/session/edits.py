@@ -1,6 +1,6 @@
 """Editing a session the way the wizard does: one typed field at a time, presets laid over it,
-and the paths written into a session file. Every edit is validated by the schema itself, so the
-form and a session file never disagree. No Textual here: the TUI calls these."""
+and the paths written into a session file. Every change goes through `Session.with_changes`, so
+the form, presets, remedies and a session file never disagree. No Textual here: the TUI calls these."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from engine.errors import UserError
 from engine.paths import PRESETS_DIR
-from engine.session import DatasetSection, Session, session_from_dict
-from engine.wizard_state import absolute_path, new_session
+from engine.session.draft import absolute_path, new_session
+from engine.session.schema import Session, session_from_dict
 
 PRESETS_FILE = "hyperparameters.json"
 
@@ -51,10 +51,7 @@ def load_presets(path: Optional[Path] = None) -> dict[str, Preset]:
 
 def apply_preset(session: Session, preset: Preset, where: str = "preset") -> Session:
     """A copy of `session` with the preset's values laid over it."""
-    data = session.to_dict()
-    for section, values in preset.values.items():
-        data[section].update(values)
-    return session_from_dict(data, where=where)
+    return session.with_changes(preset.values, where=where)
 
 
 def matching_preset(session: Session, presets: dict[str, Preset]) -> Optional[str]:
@@ -135,21 +132,13 @@ def _plain(exc: ValidationError) -> str:
     return message
 
 
-def set_field(session: Session, section: str, name: str, value: Any) -> Session:
-    """A copy of `session` with one field changed, validated as a whole (cross-field rules too)."""
-    data = session.to_dict()
-    data[section][name] = value
-    return session_from_dict(data, where="session")
-
-
-def with_dataset(session: Session, **changes: Any) -> Session:
-    """A copy with dataset fields changed; the path is made absolute (a draft has no folder)."""
-    data = session.to_dict()
-    if "path" in changes and changes["path"] is not None:
+def dataset_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """The dataset step's changes for `Session.with_changes`, its path made absolute (a draft has
+    no folder of its own to be relative to)."""
+    changes = dict(changes)
+    if changes.get("path") is not None:
         changes["path"] = absolute_path(str(changes["path"]))
-    data["dataset"].update(changes)
-    DatasetSection.model_validate(data["dataset"])
-    return session_from_dict(data, where="session")
+    return {"dataset": changes}
 
 
 def session_for_file(session: Session, session_file: str | Path) -> Session:

@@ -7,17 +7,14 @@ and `gate_up_proj`), not a table's guess. Inspections are cached: the wizard ask
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from engine.errors import ModelError, UserError
+from engine.errors import ModelError
+from engine.models import model_config
+from engine.planner.target_modules import target_module_presets
 
-# Fused or separate query/value projections, in the spellings of the common families.
-_QUERY_NAMES = ("q_proj", "query", "q", "wq")
-_VALUE_NAMES = ("v_proj", "value", "v", "wv")
-_FUSED_QKV_NAMES = ("qkv_proj", "c_attn", "query_key_value", "W_pack", "Wqkv", "qkv")
 _ATTENTION_HINTS = ("attn", "attention")
 _MLP_HINTS = ("mlp", "feed_forward", "ffn", "experts")
 # Towers of multimodal models: LoRA for text fine-tuning stays in the language model.
@@ -74,9 +71,6 @@ class ModelInfo:
     num_experts: int = 0
     experts_per_token: int = 1
 
-    @property
-    def params_billions(self) -> float:
-        return self.params / 1e9
 
 
 def inspect_model(model: str, trust_remote_code: bool = False) -> ModelInfo:
@@ -88,118 +82,8 @@ def inspect_model(model: str, trust_remote_code: bool = False) -> ModelInfo:
 
 @lru_cache(maxsize=32)
 def _inspect_cached(model: str, trust_remote_code: bool) -> ModelInfo:
-    config_dict, source, folder = load_config(model)
-    return inspect_config(config_dict, name=model, source=source, folder=folder, trust_remote_code=trust_remote_code)
-
-
-def load_config(model: str) -> tuple[dict, str, Path | None]:
-    """Find the config of `model`: (config dict, where it came from, model folder or None)."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if path.is_dir():
-            config_path = path / "config.json"
-            if not config_path.is_file() and any(path.glob("*.gguf")):
-                try:
-                    return _config_from_models_module(str(path)), str(path), None  # converted once, cached
-                except _NoResolver:
-                    pass
-            if not config_path.is_file():
-                raise ModelError(f"The folder {path} has no config.json; a model folder holds the config.json of a Hugging Face model.")
-            return _read_config_file(config_path), str(config_path), path
-        if path.suffix == ".gguf":
-            try:
-                return _config_from_models_module(model), str(path), None
-            except _NoResolver:
-                raise ModelError(f"{path} is a GGUF file and this installation cannot convert GGUF files.") from None
-        return _read_config_file(path), str(path), path.parent
-    if _looks_like_path(model):
-        raise ModelError(f"No such model file or folder: {model}.")
-    return _config_for_hub_id(model)
-
-
-def _looks_like_path(model: str) -> bool:
-    return (
-        model.startswith((".", "/", "~"))
-        or model.endswith((".json", ".gguf"))
-        or model.count("/") > 1  # hub ids have at most one slash
-    )
-
-
-def _read_config_file(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ModelError(f"Cannot read {path}: {error.__class__.__name__}.") from error
-    except json.JSONDecodeError as error:
-        raise ModelError(f"{path} is not valid JSON (line {error.lineno}): a model config is a JSON object.") from error
-    if not isinstance(data, dict):
-        raise ModelError(f"{path} holds a JSON {type(data).__name__}, not the JSON object of a model config.")
-    return data
-
-
-def _config_for_hub_id(model: str) -> tuple[dict, str, Path | None]:
-    """A hub id: the local Hugging Face cache first, then the lead's resolver, then the hub itself."""
-    cached = _config_from_hf_cache(model)
-    if cached is not None:
-        return _read_config_file(cached), f"Hugging Face cache ({cached})", cached.parent
-    try:
-        return _config_from_models_module(model), "lora-tui model cache", None
-    except _NoResolver:
-        pass
-    return _config_from_hub(model)
-
-
-def _config_from_hf_cache(model: str) -> Path | None:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return None
-    try:
-        found = try_to_load_from_cache(model, "config.json")
-    except Exception:  # a malformed repo id is not a cache hit
-        return None
-    return Path(found) if isinstance(found, str) else None
-
-
-class _NoResolver(Exception):
-    """engine.models (the lead's model resolver) is not there yet."""
-
-
-def _config_from_models_module(model: str) -> dict:
-    try:
-        from engine.models import load_config_dict
-    except ImportError as error:
-        raise _NoResolver() from error
-    try:
-        config = load_config_dict(model)
-    except UserError:
-        raise
-    except Exception as error:
-        raise ModelError(f"Cannot read the config of {model}: {_first_line(error)}.") from error
-    if not isinstance(config, dict):
-        raise ModelError(f"The config of {model} is not a JSON object.")
-    return config
-
-
-def _config_from_hub(model: str) -> tuple[dict, str, Path | None]:
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.utils import HFValidationError
-    except ImportError as error:  # pragma: no cover
-        raise ModelError(f"{model} is not a local folder and huggingface_hub is not installed.") from error
-    try:
-        path = Path(hf_hub_download(model, "config.json"))
-    except HFValidationError as error:
-        raise ModelError(f"{model} is neither a local folder, a config.json file nor a valid hub id (owner/name).") from error
-    except Exception as error:
-        kind = error.__class__.__name__
-        if "NotFound" in kind or "Gated" in kind or "Unauthorized" in kind:
-            raise ModelError(f"The hub has no readable config.json for {model} ({kind}); check the id or your access.") from error
-        raise ModelError(
-            f"{model} is not in the local Hugging Face cache and the hub cannot be reached ({kind}); "
-            "give a local model folder or a config.json path."
-        ) from error
-    return _read_config_file(path), f"Hugging Face hub ({path})", path.parent
+    found = model_config(model)  # engine.models: the one resolver of model names
+    return inspect_config(found.data, name=model, source=found.source, folder=found.folder, trust_remote_code=trust_remote_code)
 
 
 def inspect_config(
@@ -278,7 +162,7 @@ def _describe(model, config, *, name: str, architecture: str, model_type: str, s
     linear_modules = list(
         dict.fromkeys(m.name for m in modules.values() if m.kind == "linear" and m.group in ("attention", "mlp", "other"))
     )
-    presets = _presets(modules, linear_modules)
+    presets = target_module_presets(modules, linear_modules)
 
     quantizable = 0
     for module in model.modules():
@@ -399,61 +283,6 @@ def _group_of(path: str) -> str:
     if any(hint in part for part in parts for hint in _MLP_HINTS):
         return "mlp"
     return "other"
-
-
-def _presets(modules: dict[str, ModuleShape], linear_modules: list[str]) -> dict[str, list[str]]:
-    attention = [m.name for m in modules.values() if m.group == "attention" and m.kind == "linear"]
-    attention = list(dict.fromkeys(attention))
-    query = [n for n in attention if n in _QUERY_NAMES]
-    value = [n for n in attention if n in _VALUE_NAMES]
-    fused = [n for n in attention if n in _FUSED_QKV_NAMES]
-    if query and value:
-        minimal = query[:1] + value[:1]
-    elif fused:
-        minimal = fused[:1]
-    else:
-        minimal = attention[:2] or linear_modules[:2]
-    recommended = list(dict.fromkeys(linear_modules))
-    extras = [m.name for m in modules.values() if m.group in ("embedding", "output")]
-    maximum = recommended + [n for n in dict.fromkeys(extras) if n not in recommended]
-    return {"minimal": minimal, "recommended": recommended, "maximum": maximum}
-
-
-def resolve_target_modules(info: ModelInfo, target_modules) -> list[str]:
-    """Normalise a preset name, "all-linear" or a list of leaf names; unknown names raise UserError."""
-    if target_modules is None:
-        return list(info.presets["recommended"])
-    if isinstance(target_modules, str):
-        if target_modules in info.presets:
-            return list(info.presets[target_modules])
-        if target_modules == "all-linear":
-            return list(info.presets["recommended"])
-        target_modules = [target_modules]
-    names = list(dict.fromkeys(str(name) for name in target_modules))
-    if not names:
-        raise UserError("lora.target_modules is empty; choose at least one module, e.g. " + ", ".join(info.presets["minimal"]) + ".")
-    known = {m.name for m in info.modules.values()}
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise UserError(
-            f"lora.target_modules names {', '.join(unknown)}, which {info.name} does not have; "
-            f"its modules are {', '.join(info.presets['maximum'])}."
-        )
-    return names
-
-
-def count_trainable_params(info: ModelInfo, target_modules=None, r: int = 16) -> int:
-    """LoRA trainable parameters, as PEFT's `get_nb_trainable_parameters` counts them (bias="none")."""
-    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise UserError(f"lora.r must be a positive whole number, not {r!r}.")
-    names = set(resolve_target_modules(info, target_modules))
-    return sum(m.lora_params(r) for m in info.modules.values() if m.name in names)
-
-
-def module_params(info: ModelInfo, target_modules) -> int:
-    """Base-model parameters inside the targeted modules (what LoRA adapts)."""
-    names = set(resolve_target_modules(info, target_modules))
-    return sum(m.params for m in info.modules.values() if m.name in names)
 
 
 def clear_cache() -> None:

@@ -1,12 +1,11 @@
-"""The training process: `python -m engine.worker RUN_DIR --backend unsloth|peft [--resume]`.
+"""The training process: `python -m engine.training.worker RUN_DIR --backend unsloth|peft [--resume]`.
 
 Runs in its own process (and process group), never in the UI: Unsloth must be imported first
 and patches the whole process; a crash or an out-of-memory error must not take the UI down. It
 reads RUN_DIR/session.json, trains, and writes events.jsonl; its own stdout and stderr (library
 banners, warnings, tracebacks) go to RUN_DIR/worker.log, kept out of the person's terminal.
 
-Exit codes: 0 done or stopped on request, 2 bad input, 3 backend unavailable, 4 out of memory,
-1 any other failure. The error event carries the one-line message.
+Exit codes are `WorkerExit` (engine.training.exit_codes); the error event carries the one-line message.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ import argparse
 import os
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 
-from engine.runs import STOP_FILE
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_BACKEND_UNAVAILABLE, EXIT_OOM = 0, 1, 2, 3, 4
+from engine.runs.registry import STOP_FILE
+from engine.training.exit_codes import WorkerExit
 
 
 class StopFlag:
@@ -44,7 +41,7 @@ class StopFlag:
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m engine.worker")
+    parser = argparse.ArgumentParser(prog="python -m engine.training.worker")
     parser.add_argument("run_dir")
     parser.add_argument("--backend", choices=["unsloth", "peft"], required=True)
     parser.add_argument("--resume", action="store_true")
@@ -56,41 +53,43 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir).resolve()
     # Keep Unsloth's compile cache out of the person's working directory.
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(run_dir / ".unsloth_compiled_cache"))
-    from engine.events import EventWriter
+    from engine.runs.events import EventWriter
 
     events = EventWriter(run_dir)
     stop = StopFlag(run_dir)
     stop.install()
     try:
         backend = _import_backend(args.backend)
-    except Exception as exc:  # noqa: BLE001 - any import failure means "this backend cannot start here"
+    except Exception as exc:  # any import failure means "this backend cannot start here"
         traceback.print_exc()
         events.emit("error", kind="backend_unavailable", backend=args.backend,
                     message=f"The {args.backend} backend cannot start here: {_one_line(exc)}")
-        return EXIT_BACKEND_UNAVAILABLE
+        return WorkerExit.BACKEND_UNAVAILABLE
 
     from engine.errors import UserError
 
     run = None
     try:
-        from engine.training_run import TrainingRun
+        from engine.training.run import TrainingRun
 
         run = TrainingRun(run_dir, backend, events, stop, resume=args.resume)
         run.run()
-        return EXIT_OK
+        return WorkerExit.OK
     except UserError as exc:
         events.emit("error", kind="input", message=str(exc))
-        return EXIT_BAD_INPUT
-    except BaseException as exc:  # noqa: BLE001 - the worker reports every failure as an event
-        if _is_oom(exc):
+        return WorkerExit.BAD_INPUT
+    except BaseException as exc:  # the worker reports every failure as an event
+        from engine.troubleshooting import oom
+
+        if oom.is_oom(exc):
             traceback.print_exc()
-            _report_oom(run_dir, events, exc, run.step_in_progress if run else None)
-            return EXIT_OOM
+            oom.report(run_dir, events, _one_line(exc), run.step_in_progress if run else None)
+            return WorkerExit.OOM
         if isinstance(exc, (SystemExit,)) and exc.code in (0, None):
-            return EXIT_OK
+            return WorkerExit.OK
         traceback.print_exc()
         events.emit("error", kind="crash", message=f"Training failed: {_one_line(exc)} (details in {run_dir / 'worker.log'})")
-        return EXIT_FAILED
+        return WorkerExit.FAILED
     finally:
         events.close()
 
@@ -98,33 +97,10 @@ def main(argv=None) -> int:
 def _import_backend(name: str):
     if name == "unsloth":
         # Unsloth must come before transformers / TRL; the first import below is it.
-        from engine.backends import unsloth_backend  # noqa: F401
-    from engine.backends import load_backend
+        from engine.training.backends import unsloth_backend  # noqa: F401
+    from engine.training.backends import load_backend
 
     return load_backend(name)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    return "out of memory" in str(exc).lower() and isinstance(exc, RuntimeError)
-
-
-def _report_oom(run_dir: Path, events, exc: BaseException, step: int | None) -> None:
-    from engine.session import load_session
-
-    session = load_session(run_dir / "session.json")
-    from engine.diagnostics import oom_finding
-
-    finding = oom_finding(session, step, _one_line(exc))
-    events.emit("finding", **{k: v for k, v in finding.items() if k not in ("event", "time")})
-    at = f"at step {step}" if step else "before the first step"
-    events.emit("error", kind="oom", step=step, message=f"Out of memory {at}: {_one_line(exc)}")
 
 
 def _one_line(exc: BaseException) -> str:

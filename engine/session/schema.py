@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.errors import SessionError
+from engine.models import is_hub_id
 from engine.paths import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -123,19 +124,49 @@ class Session(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def with_changes(self, changes: dict[str, Any], where: str = "session") -> Session:
+        """The one way to change a session: a validated copy with `changes` laid over it.
+
+        Keys are dotted field paths (`{"lora.r": 8, "method": "qlora"}`) or sections holding
+        some of their fields (`{"lora": {"r": 8}}`). The whole session is validated again, cross-field
+        rules included; a bad field or value raises one `SessionError` that names it and `where`.
+        """
+        data = self.to_dict()
+        for key, value in _flatten_changes(changes, data):
+            node = data
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise SessionError(f"{where}: {key} is not a field of the session.")
+                node = node[part]
+            if parts[-1] not in node:
+                raise SessionError(f"{where}: {key} is not a field of the session.")
+            node[parts[-1]] = value
+        return session_from_dict(data, where=where)
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
-    def resolved(self, base_dir: Path) -> "Session":
+    def resolved(self, base_dir: Path) -> Session:
         """A copy whose relative paths are made absolute against `base_dir` (the session's folder)."""
         data = self.to_dict()
-        if not _looks_like_hub_dataset(data["dataset"]["path"], base_dir):
+        if not is_hub_id(data["dataset"]["path"], base_dir):
             data["dataset"]["path"] = _resolve_path(data["dataset"]["path"], base_dir)
         data["output"]["dir"] = _resolve_path(data["output"]["dir"], base_dir)
         name = data["model"]["name"]
         if _looks_like_local_path(name, base_dir):
             data["model"]["name"] = _resolve_path(name, base_dir)
         return Session.model_validate(data)
+
+
+def _flatten_changes(changes: dict[str, Any], data: dict[str, Any]):
+    """(dotted key, value) pairs; a section given as a dict changes only the fields it names."""
+    for key, value in changes.items():
+        if "." not in key and isinstance(value, dict) and isinstance(data.get(key), dict):
+            for field_name, field_value in value.items():
+                yield f"{key}.{field_name}", field_value
+        else:
+            yield key, value
 
 
 def _resolve_path(value: str, base_dir: Path) -> str:
@@ -145,20 +176,9 @@ def _resolve_path(value: str, base_dir: Path) -> str:
     return str(path)
 
 
-def _looks_like_hub_dataset(value: str, base_dir: Path) -> bool:
-    """`owner/name` with no file extension that is not a path beside the session is a hub id."""
-    parts = value.split("/")
-    return (
-        len(parts) == 2 and all(parts) and not value.startswith((".", "~"))
-        and "." not in parts[1] and not (base_dir / value).exists()
-    )
-
-
 def _looks_like_local_path(name: str, base_dir: Path) -> bool:
-    """A model name is a path when it says so (./, ../, ~, /, .gguf) or exists beside the session."""
-    if name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf"):
-        return True
-    return (base_dir / name).exists()
+    """A model name is a path unless it is a hub id (engine.models.is_hub_id)."""
+    return not is_hub_id(name, base_dir)
 
 
 def _field_path(loc: tuple) -> str:

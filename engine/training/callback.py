@@ -16,7 +16,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from engine.runs import PAUSE_FILE
+from engine.runs.registry import PAUSE_FILE
+from engine.troubleshooting.oom import InjectedOOM
 
 
 class TokenCounter:
@@ -66,26 +67,6 @@ def count_training_tokens(trainer) -> TokenCounter:
     return counter
 
 
-class InjectedOOM:
-    """Test seam for the OOM path: LORA_TUI_INJECT_OOM="step=3,min_batch=4" raises the real
-    torch.OutOfMemoryError at step 3 while per_device_train_batch_size is at least 4."""
-
-    def __init__(self, spec: str | None, batch_size: int):
-        self.step = None
-        if spec:
-            fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
-            if int(fields.get("min_batch", 0)) <= batch_size:
-                self.step = int(fields.get("step", 1))
-
-    def check(self, step: int) -> None:
-        if self.step is not None and step >= self.step:
-            import torch
-
-            raise torch.OutOfMemoryError(
-                f"CUDA out of memory. Tried to allocate 2.00 GiB (injected by LORA_TUI_INJECT_OOM at step {step})"
-            )
-
-
 class ProgressCallback(TrainerCallback):
     def __init__(self, events, stop_flag, token_counter: TokenCounter, diagnostician=None,
                  batch_size: int = 1, resume_from: str | None = None):
@@ -95,7 +76,7 @@ class ProgressCallback(TrainerCallback):
         self.diagnostician = diagnostician
         self.run_dir: Path = stop_flag.run_dir
         self.resume_from = resume_from
-        self.inject = InjectedOOM(os.environ.get("LORA_TUI_INJECT_OOM"), batch_size)
+        self.inject = InjectedOOM.from_environment(batch_size)
         self._t0 = self._mark = time.monotonic()
         self._train_seconds = 0.0  # training time since the last log: no evaluation, save or pause
         self._first_step = 0

@@ -14,9 +14,11 @@ import difflib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import UserError
 from engine.paths import PRESETS_DIR
@@ -25,26 +27,46 @@ HARDWARE_ENV = "LORA_TUI_HARDWARE"
 GIB = 1024**3
 
 
-@dataclass
-class GPUInfo:
-    index: int
-    name: str
-    total_gb: float
-    free_gb: float
-    used_gb: float
-    compute_capability: tuple[int, int] | None
-    bf16: bool
-    driver: str | None = None
+class _Checked(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-@dataclass
-class HardwareProfile:
-    gpus: list[GPUInfo] = field(default_factory=list)
-    cpu_cores: int = 1
-    ram_total_gb: float = 0.0
-    ram_available_gb: float = 0.0
-    disk_free_gb: float = 0.0
-    source: str = "probe"  # "nvml", "probe" (no GPU found), "planned", or "file:PATH" (the seam)
+class GPUInfo(_Checked):
+    """One GPU as NVML reports it (or as a profile file or the catalogue describes it)."""
+
+    index: int = Field(0, ge=0, description="NVML's device index")
+    name: str = Field(min_length=1, description='the GPU\'s name, e.g. "NVIDIA GeForce RTX 4090"')
+    total_gb: float = Field(ge=0, description="total memory in GiB")
+    free_gb: Optional[float] = Field(None, ge=0, description="free memory in GiB (default: total less used)")
+    used_gb: float = Field(0.0, ge=0, description="memory in use in GiB")
+    compute_capability: Optional[tuple[int, int]] = Field(None, description="[major, minor], e.g. [8, 9]")
+    bf16: Optional[bool] = Field(None, description="bfloat16 support (default: compute capability 8.0 or newer)")
+    driver: Optional[str] = Field(None, description="the NVIDIA driver's version")
+
+    @model_validator(mode="after")
+    def _defaults_from_the_rest(self):
+        if self.free_gb is None:
+            self.free_gb = max(self.total_gb - self.used_gb, 0.0)
+        if self.bf16 is None:
+            self.bf16 = self.compute_capability is not None and self.compute_capability >= (8, 0)
+        return self
+
+
+class HardwareProfile(_Checked):
+    """The machine a run plans for: its GPUs, CPU cores, RAM and free disk."""
+
+    gpus: list[GPUInfo] = Field(default_factory=list, description="every GPU NVML lists; empty on a CPU-only machine")
+    cpu_cores: int = Field(1, ge=1, description="cores this process may use")
+    ram_total_gb: float = Field(0.0, ge=0, description="RAM in GiB")
+    ram_available_gb: Optional[float] = Field(None, ge=0, description="RAM available now in GiB (default: all of it)")
+    disk_free_gb: float = Field(0.0, ge=0, description="free disk where the run folder goes, in GiB")
+    source: str = Field("probe", description='"nvml", "probe" (no GPU found), "planned", or "file:PATH" (the seam)')
+
+    @model_validator(mode="after")
+    def _available_defaults_to_total(self):
+        if self.ram_available_gb is None:
+            self.ram_available_gb = self.ram_total_gb
+        return self
 
     @property
     def cpu_only(self) -> bool:
@@ -80,15 +102,37 @@ class HardwareProfile:
         return " · ".join(parts)
 
 
-@dataclass(frozen=True)
-class GPUSpec:
+class GPUSpec(_Checked):
     """A GPU from the catalogue in presets/gpus.json, for planning on hardware you do not have."""
 
-    name: str
-    vram_gb: float
-    bf16: bool
-    compute_capability: tuple[int, int] | None
-    aliases: tuple[str, ...] = ()
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description='the name people use, e.g. "RTX 4090"')
+    vram_gb: float = Field(gt=0, description="memory as NVML reports it, in GiB")
+    bf16: bool = Field(description="bfloat16 support: compute capability 8.0 (Ampere) or newer")
+    compute_capability: Optional[tuple[int, int]] = Field(None, description="[major, minor]")
+    aliases: tuple[str, ...] = Field((), description="other spellings: NVML's name, marketing names")
+
+
+class GPUCatalogue(_Checked):
+    about: str = Field("", description="what the file is, for a person reading it")
+    gpus: list[GPUSpec] = Field(min_length=1, description="the GPUs `--gpu NAME` knows")
+
+
+def _explain(error: ValidationError, where: str) -> str:
+    """The first problem of a profile or catalogue, as one sentence naming the field."""
+    first = error.errors()[0]
+    loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    kind = first["type"]
+    if kind == "missing":
+        return f"`{loc}` is missing in the {where}."
+    if kind == "extra_forbidden":
+        return f"The {where} has unknown field `{loc}`."
+    if "compute_capability" in loc:
+        return f"`{loc.split('.compute_capability')[0]}.compute_capability` in the {where} must be [major, minor], e.g. [8, 9]."
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"`{loc}` in the {where} must be a number of at least {first['ctx'].get('ge', first['ctx'].get('gt'))}, not {first['input']!r}."
+    return f"`{loc}` in the {where}: {first['msg'].removeprefix('Input should be ').removeprefix('Value error, ')}."
 
 
 def probe_hardware(disk_path: str | os.PathLike = ".") -> HardwareProfile:
@@ -117,80 +161,17 @@ def load_profile(path: str | os.PathLike) -> HardwareProfile:
 
 
 def profile_to_dict(profile: HardwareProfile) -> dict:
-    data = asdict(profile)
-    for gpu in data["gpus"]:
-        if gpu["compute_capability"] is not None:
-            gpu["compute_capability"] = list(gpu["compute_capability"])
-    return data
+    return profile.model_dump(mode="json")
 
 
 def profile_from_dict(data: dict, where: str = "hardware profile") -> HardwareProfile:
-    """The inverse of `profile_to_dict`. Wrong types raise UserError naming the field."""
+    """The inverse of `profile_to_dict`. Unknown fields and wrong types raise UserError naming the field."""
     if not isinstance(data, dict):
         raise UserError(f"The {where} must be a JSON object with `gpus`, `cpu_cores`, `ram_total_gb`, ...")
-    known = {"gpus", "cpu_cores", "ram_total_gb", "ram_available_gb", "disk_free_gb", "source"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise UserError(f"The {where} has unknown field `{unknown[0]}`; known fields are {', '.join(sorted(known))}.")
-    gpus_data = data.get("gpus", [])
-    if not isinstance(gpus_data, list):
-        raise UserError(f"`gpus` in the {where} must be a list of GPUs.")
-    gpus = [_gpu_from_dict(item, index, where) for index, item in enumerate(gpus_data)]
-    ram_total = _number(data, "ram_total_gb", where, 0.0)
-    return HardwareProfile(
-        gpus=gpus,
-        cpu_cores=int(_number(data, "cpu_cores", where, 1)),
-        ram_total_gb=ram_total,
-        ram_available_gb=_number(data, "ram_available_gb", where, ram_total),
-        disk_free_gb=_number(data, "disk_free_gb", where, 0.0),
-        source=str(data.get("source", "file")),
-    )
-
-
-def _gpu_from_dict(item, index: int, where: str) -> GPUInfo:
-    label = f"gpus[{index}]"
-    if not isinstance(item, dict):
-        raise UserError(f"`{label}` in the {where} must be an object with `name` and `total_gb`.")
-    known = {"index", "name", "total_gb", "free_gb", "used_gb", "compute_capability", "bf16", "driver"}
-    unknown = sorted(set(item) - known)
-    if unknown:
-        raise UserError(f"`{label}` in the {where} has unknown field `{unknown[0]}`; known fields are {', '.join(sorted(known))}.")
-    if not isinstance(item.get("name"), str) or not item["name"]:
-        raise UserError(f"`{label}.name` in the {where} must be the GPU's name, e.g. \"NVIDIA GeForce RTX 4090\".")
-    total = _number(item, "total_gb", where, None, prefix=label)
-    used = _number(item, "used_gb", where, 0.0, prefix=label)
-    free = _number(item, "free_gb", where, max(total - used, 0.0), prefix=label)
-    capability = item.get("compute_capability")
-    if capability is not None:
-        if not (isinstance(capability, (list, tuple)) and len(capability) == 2 and all(isinstance(v, int) for v in capability)):
-            raise UserError(f"`{label}.compute_capability` in the {where} must be [major, minor], e.g. [8, 9].")
-        capability = (capability[0], capability[1])
-    bf16 = item.get("bf16", capability is not None and capability >= (8, 0))
-    if not isinstance(bf16, bool):
-        raise UserError(f"`{label}.bf16` in the {where} must be true or false.")
-    driver = item.get("driver")
-    return GPUInfo(
-        index=int(item.get("index", index)),
-        name=item["name"],
-        total_gb=total,
-        free_gb=free,
-        used_gb=used,
-        compute_capability=capability,
-        bf16=bf16,
-        driver=str(driver) if driver is not None else None,
-    )
-
-
-def _number(data: dict, key: str, where: str, default, prefix: str = "") -> float:
-    label = f"{prefix}.{key}" if prefix else key
-    if key not in data or data[key] is None:
-        if default is None:
-            raise UserError(f"`{label}` is missing in the {where}; it is a size in GB.")
-        return default
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise UserError(f"`{label}` in the {where} must be a number of at least 0, not {value!r}.")
-    return float(value)
+    try:
+        return HardwareProfile.model_validate(data)
+    except ValidationError as error:
+        raise UserError(_explain(error, where)) from None
 
 
 def _host_profile(disk_path) -> HardwareProfile:
@@ -288,20 +269,12 @@ def _text(value) -> str:
 @lru_cache(maxsize=1)
 def _catalogue() -> tuple[GPUSpec, ...]:
     path = PRESETS_DIR / "gpus.json"
-    data = json.loads(path.read_text(encoding="utf-8"))
-    specs = []
-    for entry in data["gpus"]:
-        capability = entry.get("compute_capability")
-        specs.append(
-            GPUSpec(
-                name=entry["name"],
-                vram_gb=float(entry["vram_gb"]),
-                bf16=bool(entry["bf16"]),
-                compute_capability=tuple(capability) if capability else None,
-                aliases=tuple(entry.get("aliases", ())),
-            )
-        )
-    return tuple(specs)
+    try:
+        return tuple(GPUCatalogue.model_validate_json(path.read_bytes()).gpus)
+    except OSError:
+        raise UserError(f"{path}: the GPU catalogue is missing; reinstall lora-tui or restore presets/.") from None
+    except ValidationError as error:
+        raise UserError(_explain(error, f"GPU catalogue {path}")) from None
 
 
 def load_gpu_catalogue() -> list[GPUSpec]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from engine.events import read_events
+from engine.runs.events import read_events
 from engine.paths import atomic_write_text, state_dir
-from engine.session import Session, save_session
+from engine.session.schema import Session, save_session
 
 STOP_FILE = "STOP"
 PAUSE_FILE = "PAUSE"

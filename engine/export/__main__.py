@@ -1,0 +1,5 @@
+import sys
+
+from engine.export.merge import main
+
+sys.exit(main())

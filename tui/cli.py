@@ -1,4 +1,4 @@
-"""The `lora-tui` command line: the wizard, `--replay`, `plan`, `models`.
+"""The `lora-tui` command line: the wizard, `--replay`, and the subcommands in SUBCOMMANDS.
 
 Imports stay light here; each command imports what it needs when it runs. Every `UserError` is
 printed as one line (no traceback) and exits with code 2.
@@ -36,12 +36,32 @@ def _main_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _models_parser() -> argparse.ArgumentParser:
+# `lora-tui NAME ...`: the function that runs each subcommand, as "module:function". Each parses its
+# own arguments (argv after NAME) and returns the exit code; it is imported only when used.
+SUBCOMMANDS = {
+    "plan": "engine.planner.plan:plan_command",
+    "models": "tui.cli:models_command",
+}
+
+
+def models_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lora-tui models", description="Resolve and cache models.")
     sub = parser.add_subparsers(dest="action", required=True)
     cache = sub.add_parser("cache", help="resolve a model (hub id, folder or .gguf) and cache it locally")
     cache.add_argument("name")
-    return parser
+    args = parser.parse_args(argv)
+    from engine.models import resolve_model
+
+    resolved = resolve_model(args.name, announce=print)
+    print(f"{args.name} -> {resolved.path}")
+    return 0
+
+
+def _subcommand(name: str):
+    import importlib
+
+    module, function = SUBCOMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,17 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     try:
-        if argv and argv[0] == "plan":
-            from engine.planner.plan import plan_command
-
-            return plan_command(argv[1:])
-        if argv and argv[0] == "models":
-            args = _models_parser().parse_args(argv[1:])
-            from engine.models import resolve_model
-
-            resolved = resolve_model(args.name, announce=print)
-            print(f"{args.name} -> {resolved.path}")
-            return 0
+        if argv and argv[0] in SUBCOMMANDS:
+            return _subcommand(argv[0])(argv[1:])
         args = _main_parser().parse_args(argv)
         if args.replay:
             from engine.training.supervisor import replay

@@ -222,7 +222,9 @@ class TryItClient:
         self._lock = threading.Lock()
 
     def _start(self) -> None:
-        project_root = str(Path(__file__).resolve().parent.parent)
+        from engine.paths import PROJECT_ROOT
+
+        project_root = str(PROJECT_ROOT)
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
         log = open(self.run_dir / "generate.log", "ab")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.paths import atomic_write_text
+from engine.paths import PROJECT_ROOT, atomic_write_text
 from engine.runs.events import EVENTS_FILE, EventTail, EventWriter
 from engine.runs.progress_lines import format_event
 from engine.runs.registry import STOP_FILE, SUPERVISOR_PID_FILE, last_checkpoint, remember_run, request_stop
@@ -136,7 +136,7 @@ class Supervisor:
         if resume:
             command.append("--resume")
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-        project_root = str(Path(__file__).resolve().parent.parent)
+        project_root = str(PROJECT_ROOT)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
         with open(self.run_dir / "worker.log", "ab") as log:
             self.worker = subprocess.Popen(

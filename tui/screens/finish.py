@@ -282,7 +282,9 @@ def _run_json(command: list[str], run_dir: Path) -> dict:
     import os
 
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    root = str(Path(__file__).resolve().parent.parent.parent)
+    from engine.paths import PROJECT_ROOT
+
+    root = str(PROJECT_ROOT)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     try:
         with open(run_dir / "export.log", "ab") as log:

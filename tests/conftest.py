@@ -16,6 +16,14 @@ DEMO_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LORA_TUI = [sys.executable, "-m", "tui.cli"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_state_folder(tmp_path_factory):
+    """The suite's runs and drafts stay out of the person's ~/.local/state/lora-tui (tests that
+    need their own state folder still set LORA_TUI_STATE themselves)."""
+    os.environ.setdefault("LORA_TUI_STATE", str(tmp_path_factory.mktemp("state")))
+    yield
+
+
 def small_session(tmp_path: Path, **overrides) -> dict:
     """A session that trains the demo model for a handful of steps on the CPU."""
     session = {

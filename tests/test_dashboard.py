@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from textual.app import App
 from textual.widgets import ProgressBar, Static
+from tui_helpers import notices
 
 from engine.runs.events import EventWriter, read_events
 from engine.runs.registry import PAUSE_FILE, STOP_FILE, RunHandle
@@ -80,7 +81,7 @@ async def settle(pilot) -> None:
         await pilot.app.workers.wait_for_complete()
         await pilot.pause(0.05)
         charts = pilot.app.screen.query(LossChart)
-        if not any(chart._building for chart in charts) and not any(w.is_running for w in pilot.app.workers):
+        if not any(chart.drawing for chart in charts) and not any(w.is_running for w in pilot.app.workers):
             break
     await pilot.pause(0.05)
 
@@ -94,6 +95,19 @@ def run_dir(tmp_path: Path) -> Path:
     target = tmp_path / "memorise"
     shutil.copytree(FIXTURE, target)
     return target
+
+
+@pytest.fixture
+def live_run(tmp_path: Path) -> Path:
+    """A run folder whose worker is at step 3 of 10 (its events only; nothing trains)."""
+    run = tmp_path / "live"
+    writer = EventWriter(run)
+    writer.emit("start", total_steps=10, step=0, resume_from=None, pid=None)
+    for step in (1, 2, 3):
+        writer.emit("step", step=step, total_steps=10, elapsed=float(step), samples=4 * step, tokens=100 * step,
+                    eta_seconds=float(10 - step))
+    writer.close()
+    return run
 
 
 def fixture_events() -> list[dict]:
@@ -114,7 +128,7 @@ async def test_recorded_run_shows_chart_progress_stats_findings_and_log(run_dir)
         screen = app.screen
         assert isinstance(screen, TrainingScreen)
         chart = screen.query_one(LossChart)
-        assert chart.builds >= 1 and len(chart._train) == len(logs) and len(chart._evals) == len(evals)
+        assert chart.builds >= 1 and chart.points == (len(logs), len(evals))
         assert screen.query_one(ProgressBar).percentage == 1.0
         stats = text_of(screen.query_one("#stats", Static))
         assert f"{total} / {total}" in stats and "eval loss" in stats
@@ -148,22 +162,22 @@ async def test_advice_remedy_changes_nothing_and_launches_nothing(run_dir):
     finding = next(e for e in fixture_events() if e["event"] == "finding" and e["kind"] == "overfitting")
     key = str([r["id"] for r in finding["remedies"]].index("more_data") + 1)
     app = Host(run_dir)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settle(pilot)
         await pilot.press(key)
         await settle(pilot)
-        assert any("more varied rows" in n.message for n in app._notifications)
+        assert any("more varied rows" in n for n in notices(app))
     assert (run_dir / "session.json").read_text() == before and app.launched == []
 
 
 @sync
 async def test_a_key_without_a_remedy_says_so(run_dir):
     app = Host(run_dir)
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settle(pilot)
         await pilot.press("9")
         await pilot.pause(0.1)
-        assert any("No remedy 9" in n.message for n in app._notifications)
+        assert any("No remedy 9" in n for n in notices(app))
     assert app.launched == []
 
 
@@ -204,16 +218,29 @@ async def test_check_data_remedy_shows_the_rendered_example(tmp_path):
 # -- keys ---------------------------------------------------------------------------------------------
 
 @sync
-async def test_stop_and_pause_keys_write_the_worker_requests(run_dir):
+async def test_stop_and_pause_keys_write_the_worker_requests_and_show_at_once(live_run):
+    app = Host(live_run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        bar = app.screen.query_one("#run-state", Static)
+        assert "running" in text_of(bar) and "step 3 / 10" in text_of(bar)
+        await pilot.press("p")
+        assert (live_run / PAUSE_FILE).exists() and "pausing" in text_of(bar)
+        await pilot.press("p")
+        assert not (live_run / PAUSE_FILE).exists() and "resuming" in text_of(bar)
+        await pilot.press("s")
+        assert (live_run / STOP_FILE).exists()
+        assert "stopping after step 4" in text_of(bar)  # before any event confirms it
+        assert bar.region.y == 0 and bar.region.height == 1  # docked: in view at 80x24
+
+
+@sync
+async def test_stop_on_a_finished_run_requests_nothing(run_dir):
     app = Host(run_dir)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("p")
-        assert (run_dir / PAUSE_FILE).exists()
-        await pilot.press("p")
-        assert not (run_dir / PAUSE_FILE).exists()
         await pilot.press("s")
-        assert (run_dir / STOP_FILE).exists()
+        assert not (run_dir / STOP_FILE).exists()
 
 
 @sync
@@ -254,7 +281,7 @@ async def test_a_burst_of_events_is_one_redraw_and_a_restart_resets_the_view(tmp
         for step in range(1, 501):
             writer.emit("log", step=step, loss=2.0 + math.exp(-step / 50), learning_rate=2e-4, total_steps=1000)
         screen.refresh_from_events()
-        # 501 events, one redraw (two when the screen's own timer tick lands mid-burst on a busy machine)
+        # 501 events, one redraw (two when the screen's own timer lands mid-burst on a busy machine)
         assert shows[-1] == 500 and len(shows) <= 2, shows
         assert screen.view.step == 500 and len(screen.view.train) == 500
         # a fresh start in the same folder (a remedy restarted it) replaces the old curve
@@ -270,9 +297,9 @@ async def test_a_burst_of_events_is_one_redraw_and_a_restart_resets_the_view(tmp
 
 
 def test_resumed_start_keeps_the_curve_up_to_its_checkpoint():
-    from tui.screens.training import RunView
+    from engine.runs.progress import RunProgress
 
-    view = RunView()
+    view = RunProgress()
     for event in [{"event": "start", "total_steps": 20, "step": 0}, *[
         {"event": "log", "step": s, "loss": 1.0 / s} for s in range(1, 11)
     ], {"event": "start", "total_steps": 20, "step": 8, "resume_from": "/r/checkpoint-8"}]:
@@ -281,12 +308,12 @@ def test_resumed_start_keeps_the_curve_up_to_its_checkpoint():
 
 
 def test_an_automatic_oom_retry_stays_visible_after_the_restart():
+    from engine.runs.progress import RunProgress
     from engine.troubleshooting.oom import finding as oom_finding
-    from tui.screens.training import RunView
 
     session = Session.model_validate({"dataset": {"path": "d.jsonl"}, "training": {"gradient_checkpointing": False}})
     finding = oom_finding(session, 3, "CUDA out of memory. Tried to allocate 2.00 GiB")
-    view = RunView()
+    view = RunProgress()
     for event in [
         {"event": "start", "total_steps": 20, "step": 0},
         {"event": "log", "step": 2, "loss": 2.0},

@@ -115,9 +115,9 @@ def test_auto_falls_back_to_peft_when_unsloth_cannot_start(tmp_path, monkeypatch
     assert _loads_with_peft(tmp_path / "run" / "adapter") > 0
 
     # ... and the dashboard says so, from the same events.
-    from tui.screens.training import RunView
+    from engine.runs.progress import RunProgress
 
-    view = RunView()
+    view = RunProgress()
     for event in events:
         view.apply(event)
     assert view.status_word == "completed"

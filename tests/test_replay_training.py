@@ -35,6 +35,13 @@ def test_lora_trains_loss_falls_and_the_adapter_changes_the_model(tmp_path):
     logs = [e for e in events if e["event"] == "log"]
     assert [e["step"] for e in logs] == list(range(1, 13))
     assert all(e["tokens_per_second"] > 0 for e in logs[1:])
+    # The heartbeat: a step event at most twice a second, so at least the first and the last step
+    # (a step here takes about a second: nearly all of them), each with progress the UI can show.
+    beats = [e for e in events if e["event"] == "step"]
+    assert beats[0]["step"] == 1 and beats[-1]["step"] == 12 and len(beats) >= 6
+    assert all(b["tokens"] > 0 and b["total_steps"] == 12 and b["eta_seconds"] >= 0 for b in beats)
+    assert all(later["time"] - earlier["time"] >= 0.45 for earlier, later in zip(beats, beats[1:-1]))
+    assert "step 1/12 ▕" in result.stdout  # piped: the step counter as a plain line (the first one at once)
     losses = [e["loss"] for e in logs]
     # Measured here: 0.72 0.51 0.53 0.20 ... 0.13 0.07 0.07 0.10 (the JSON schema is learnt fast).
     first, last = sum(losses[:3]) / 3, sum(losses[-4:]) / 4

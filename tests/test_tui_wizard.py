@@ -418,3 +418,25 @@ def test_a_bad_keymap_is_one_sentence_and_the_default_keys_stay(tmp_path, monkey
             assert app.current_step == "model"
 
     run(walk())
+
+
+def test_a_remedy_that_changed_the_run_session_becomes_the_wizard_session(tmp_path, monkeypatch):
+    isolate(monkeypatch, tmp_path)
+    from engine.session.schema import session_from_dict
+    from tui.screens.training import TrainingScreen
+
+    draft = WizardDraft(new_session(dataset=str(DEMO_DATA)), step="review")
+    fixed = draft.session.with_changes({"training.learning_rate": 5e-5}, where="remedy 'lower_learning_rate'")
+
+    async def remedy():
+        from tui.app import LoraTuiApp
+
+        app = LoraTuiApp(draft, autosave=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            app.screen.post_message(TrainingScreen.SessionChanged(fixed, tmp_path / "session.json", {"id": "x"}))
+            await pilot.pause(0.2)
+            return app.session
+
+    assert run(remedy()).training.learning_rate == 5e-5
+    assert session_from_dict(load_draft().session.to_dict()).training.learning_rate == 5e-5  # and saved

@@ -238,6 +238,13 @@ class LoraTuiApp(BackgroundWork, App[int]):
 
             self.push_screen(FinishScreen(message.run_dir))
 
+    def on_training_screen_session_changed(self, message) -> None:
+        """A remedy changed the run's session: the wizard goes on from that session, not the old one
+        (so going back and training again keeps the fix)."""
+        self.draft.session = message.session  # already validated and saved by the remedy
+        self.autosave()
+        self._refresh_installed()
+
     @work(thread=True, group="launch", exit_on_error=False)
     def resume_run(self, run_dir) -> Path:
         from engine.runs.registry import launch

@@ -17,8 +17,9 @@ def _main_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lora-tui",
         description="Fine-tune a language model with LoRA, QLoRA or full fine-tuning from the terminal.",
-        epilog="Commands: `lora-tui plan --model M` (memory and recommendation), "
-        "`lora-tui models cache M` (resolve and cache a model). See `lora-tui plan --help`.",
+        epilog="Commands: `lora-tui plan --model M` (memory and recommendation), `lora-tui runs` (known runs), "
+        "`lora-tui attach RUN_DIR` (watch a run), `lora-tui stop RUN_DIR` (stop after this step), "
+        "`lora-tui models cache M` (resolve and cache a model). Each has --help.",
     )
     parser.add_argument("--version", action="version", version=f"lora-tui {__version__}")
     parser.add_argument("--replay", metavar="SESSION.json", help="run a saved session headless")
@@ -41,6 +42,10 @@ def _main_parser() -> argparse.ArgumentParser:
 SUBCOMMANDS = {
     "plan": "engine.planner.plan:plan_command",
     "models": "tui.cli:models_command",
+    "attach": "tui.attach:attach_command",
+    "runs": "engine.runs.commands:runs_command",
+    "stop": "engine.runs.commands:stop_command",
+    "eval": "engine.evaluation.evaluate:eval_command",
 }
 
 

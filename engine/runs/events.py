@@ -1,8 +1,9 @@
 """The event stream: one JSON object a line in `events.jsonl`, written by the worker.
 
-The TUI dashboard, the headless replay and the diagnostics all read the same stream, so a run
-folder can be watched again later. Event names are a contract (see DESIGN.md): start, log, eval,
-checkpoint, finding, end, error.
+The TUI dashboard, the headless replay, `lora-tui runs` and the diagnostics all read the same
+stream, so a run folder can be watched again later. Each kind is a model in `event_models`:
+checked when written (a bad event is our bug, caught by the tests) and when read (a bad line is
+skipped, an unknown kind kept). Event names are a contract (see DESIGN.md).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from engine.runs.event_models import check_event
 
 EVENTS_FILE = "events.jsonl"
-# Beyond the contract: status (loading, paused ...), model and data (what was loaded), retry and fallback.
-EVENT_KINDS = ("start", "log", "eval", "checkpoint", "finding", "end", "error", "status", "model", "data", "retry", "fallback")
 
 
 class EventWriter:
@@ -28,7 +30,9 @@ class EventWriter:
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "time": round(time.time(), 3), **fields}
-        self._handle.write(json.dumps(record, default=_jsonable) + "\n")
+        line = json.dumps(record, default=_jsonable)
+        check_event(json.loads(line))  # as a reader will see it
+        self._handle.write(line + "\n")
         self._handle.flush()
         return record
 
@@ -60,6 +64,11 @@ class EventTail:
         self._offset = 0
         self._partial = b""
 
+    @property
+    def offset(self) -> int:
+        """Bytes read so far: a file now shorter than this was replaced."""
+        return self._offset
+
     def read_new(self) -> Iterator[dict[str, Any]]:
         try:
             with open(self.path, "rb") as handle:
@@ -76,7 +85,7 @@ class EventTail:
             if not line.strip():
                 continue
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
+                events.append(check_event(json.loads(line)))
+            except (ValueError, AttributeError):  # JSONDecodeError is a ValueError; a line that is no object
                 continue  # a corrupt line is skipped rather than stopping the reader
         return iter(events)

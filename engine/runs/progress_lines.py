@@ -1,6 +1,14 @@
-"""Events as the readable lines the headless replay prints."""
+"""Events as the readable lines the headless replay prints, and its step counter."""
 
 from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Optional
+
+# Piped (a log file, `| tee`), the step counter is a plain line this often, not on every step.
+PIPED_STEP_SECONDS = 30.0
+BAR_CELLS = 20
 
 
 def _duration(seconds) -> str:
@@ -80,3 +88,54 @@ def format_event(event: dict, session=None) -> str | None:
     if kind == "error":
         return f"Error: {event.get('message')}"
     return None
+
+
+def step_line(progress) -> str:
+    """"step 12/24 ▕██████░░░░▏ 50% | 1,204 tok/s | elapsed 1:02 | ETA 1:10" from a RunProgress."""
+    from engine.runs.progress import duration
+
+    total = progress.total_steps
+    parts = [f"step {progress.step}/{total or '?'}"]
+    if total:
+        done = min(progress.step, total)
+        filled = round(BAR_CELLS * done / total)
+        parts[0] += f" ▕{'█' * filled}{'░' * (BAR_CELLS - filled)}▏ {100 * done // total}%"
+    if progress.tokens_per_second:
+        parts.append(f"{progress.tokens_per_second:,.0f} tok/s")
+    parts.append(f"elapsed {duration(progress.elapsed)}")
+    parts.append(f"ETA {duration(progress.eta_seconds)}")
+    return " | ".join(parts)
+
+
+class StepCounter:
+    """The replay's progress, moved by every `step` event: in a terminal one line rewritten in place
+    (tqdm-like); piped, a plain line every PIPED_STEP_SECONDS, so a log file stays readable."""
+
+    def __init__(self, out: Callable[[str], None], interactive: Optional[bool] = None):
+        self.out = out
+        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+        self._shown = False  # a rewritten line is on the terminal
+        self._printed_at = 0.0
+
+    def step(self, progress) -> None:
+        text = step_line(progress)
+        if self.interactive:
+            self._write("\r\x1b[K" + text)
+            self._shown = True
+        elif time.monotonic() - self._printed_at >= PIPED_STEP_SECONDS:
+            self._printed_at = time.monotonic()
+            self.out(text)
+
+    def line(self, text: str) -> None:
+        """Any other line: printed above the step counter."""
+        if self._shown:
+            self._write("\r\x1b[K")
+            self._shown = False
+        self.out(text)
+
+    def _write(self, text: str) -> None:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError:  # the terminal went away (SSH dropped): training goes on without it
+            self.interactive = False

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from engine.runs.events import read_events
 from engine.paths import atomic_write_text, state_dir
+from engine.runs.events import read_events
+from engine.runs.progress import progress_of
 from engine.session.schema import Session, save_session
 
 STOP_FILE = "STOP"
@@ -39,6 +40,7 @@ class RunState:
     pid: Optional[int]
     last_checkpoint: Optional[Path]
     message: str = ""
+    last_event_at: Optional[float] = None  # wall time of its latest event: how long ago it moved
 
     @property
     def resumable(self) -> bool:
@@ -110,28 +112,16 @@ def last_checkpoint(run_dir: str | Path) -> Optional[Path]:
 def run_state(run_dir: str | Path) -> RunState:
     """What a run folder says about its run, from its events and whether its processes live."""
     run_dir = Path(run_dir)
-    events = read_events(run_dir)
-    step, total, pid, status, message = 0, None, None, "new", ""
-    for event in events:
-        kind = event.get("event")
-        step = max(step, int(event.get("step") or 0))
-        if kind == "start":
-            total, pid, status = event.get("total_steps"), event.get("pid"), "running"
-        elif kind == "status" and event.get("state") in ("paused", "running"):
-            status = event["state"]
-        elif kind == "end":
-            status = event.get("status", "completed")
-        elif kind == "error":
-            status, message = "failed", event.get("message", "")
-        elif kind == "retry":
-            status = "running"
+    progress = progress_of(read_events(run_dir))
+    status = {"waiting": "new", "starting": "running", "retrying": "running"}.get(progress.status_word, progress.status_word)
     supervisor = _read_pid(run_dir / SUPERVISOR_PID_FILE)
-    alive = pid_alive(pid) or pid_alive(supervisor)
+    alive = pid_alive(progress.pid) or pid_alive(supervisor)
     if status in ("running", "paused") and not alive:
         status = "interrupted"
     elif status in ("failed", "new") and pid_alive(supervisor):
         status = "running"  # the supervisor is retrying or falling back
-    return RunState(run_dir, status, step, total, pid or supervisor, last_checkpoint(run_dir), message)
+    return RunState(run_dir, status, progress.step, progress.total_steps, progress.pid or supervisor,
+                    last_checkpoint(run_dir), progress.error_message, progress.last_event_at)
 
 
 def _read_pid(path: Path) -> Optional[int]:

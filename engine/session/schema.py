@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from engine.errors import SessionError
 from engine.models import is_hub_id
@@ -80,9 +80,11 @@ class TrainingSection(_Section):
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
     ] = "linear"
-    logging_steps: int = Field(10, gt=0)
-    eval_steps: Optional[int] = Field(None, gt=0)
-    save_steps: Optional[int] = Field(None, gt=0)
+    # "auto": about 100 loss points, 10 evaluations and 4 checkpoints a run, whatever its length
+    # (engine.training.args.auto_steps). null in older sessions means "auto" too.
+    logging_steps: Union[PositiveInt, Literal["auto"]] = "auto"
+    eval_steps: Union[PositiveInt, Literal["auto"], None] = "auto"
+    save_steps: Union[PositiveInt, Literal["auto"], None] = "auto"
     save_total_limit: Optional[int] = Field(3, gt=0)
     optim: Literal["adamw_8bit", "adamw_torch", "adamw_torch_fused", "paged_adamw_8bit", "adafactor", "sgd"] = "adamw_8bit"
     # True, False, or "unsloth" (Unsloth's offloaded checkpointing; plain True on the peft backend).
@@ -108,7 +110,7 @@ class Session(_Section):
 
     @model_validator(mode="after")
     def _eval_needs_rows(self):
-        if self.training.eval_steps is not None and self.dataset.eval_fraction == 0:
+        if isinstance(self.training.eval_steps, int) and self.dataset.eval_fraction == 0:
             raise ValueError("training.eval_steps is set but dataset.eval_fraction is 0; set an eval fraction such as 0.05")
         return self
 

@@ -6,11 +6,52 @@ where a session field becomes a Trainer field.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+# What "auto" aims for over a whole run, whatever its length.
+AUTO_LOSS_POINTS = 100
+AUTO_EVALUATIONS = 10
+AUTO_CHECKPOINTS = 4
 
-def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, bf16_ok: bool) -> dict:
+
+def total_optimizer_steps(train_rows: int, batch_size: int, accumulation: int, epochs: float, max_steps: int = -1,
+                          world_size: int = 1) -> int:
+    """Optimizer steps the Trainer will take, as transformers counts them (max_steps wins)."""
+    if max_steps and max_steps > 0:
+        return max_steps
+    batches = math.ceil(max(train_rows, 1) / (batch_size * max(world_size, 1)))
+    per_epoch = max(batches // accumulation + int(batches % accumulation > 0), 1)
+    return max(math.ceil(per_epoch * epochs), 1)
+
+
+def auto_steps(total_steps: int, has_eval: bool) -> dict[str, int]:
+    """logging / eval / save steps for "auto": about 100 loss points, 10 evaluations and 4
+    checkpoints, never below one step. With evaluation, checkpoints fall on evaluation steps (a
+    multiple of eval_steps) so the best checkpoint by eval_loss is one that exists."""
+    total = max(total_steps, 1)
+    logging = max(1, round(total / AUTO_LOSS_POINTS))
+    evaluation = max(1, round(total / AUTO_EVALUATIONS))
+    if has_eval:
+        save = evaluation * max(1, round(AUTO_EVALUATIONS / AUTO_CHECKPOINTS))
+    else:
+        save = max(1, round(total / AUTO_CHECKPOINTS))
+    return {"logging_steps": logging, "eval_steps": evaluation, "save_steps": save}
+
+
+def resolved_steps(training, total_steps: int, has_eval: bool) -> dict[str, int]:
+    """The session's logging_steps / eval_steps / save_steps with "auto" (or null) worked out."""
+    auto = auto_steps(total_steps, has_eval)
+    chosen = {name: getattr(training, name) for name in auto}
+    return {name: value if isinstance(value, int) else auto[name] for name, value in chosen.items()}
+
+
+def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, bf16_ok: bool,
+                      train_rows: int = 0, world_size: int = 1) -> dict:
     t = session.training
+    total = total_optimizer_steps(train_rows, t.per_device_train_batch_size, t.gradient_accumulation_steps,
+                                  t.num_train_epochs, t.max_steps, world_size)
+    steps = resolved_steps(t, total, has_eval)
     kwargs = dict(
         output_dir=str(run_dir),
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -23,7 +64,7 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         lr_scheduler_type=t.lr_scheduler_type,
-        logging_steps=t.logging_steps,
+        logging_steps=steps["logging_steps"],
         logging_first_step=True,
         max_grad_norm=t.max_grad_norm,
         optim=t.optim,
@@ -31,8 +72,7 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
         gradient_checkpointing=bool(t.gradient_checkpointing),
         # Checkpoints keep optimizer and scheduler state so a stopped or crashed run resumes exactly.
         save_strategy="steps",
-        # No save_steps: one checkpoint every quarter of the run, so a crash loses little.
-        save_steps=t.save_steps or 0.25,
+        save_steps=steps["save_steps"],
         save_total_limit=t.save_total_limit,
         max_length=session.model.max_seq_length,
         report_to="none",
@@ -40,14 +80,10 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
         dataloader_num_workers=0,
     )
     if has_eval:
-        # No eval_steps: evaluate five times over the run, enough to see a trend.
-        eval_steps = t.eval_steps or 0.2
         # Tracking eval_loss makes the Trainer keep the best checkpoint through save_total_limit:
         # it is the one an overfitting finding tells the person to stop at.
-        kwargs.update(eval_strategy="steps", eval_steps=eval_steps, metric_for_best_model="eval_loss",
+        kwargs.update(eval_strategy="steps", eval_steps=steps["eval_steps"], metric_for_best_model="eval_loss",
                       greater_is_better=False)
-        if not t.save_steps:
-            kwargs["save_steps"] = eval_steps  # a checkpoint at every evaluation, so the best one exists
     else:
         kwargs.update(eval_strategy="no")
     if on_gpu:

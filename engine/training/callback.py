@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -67,6 +68,9 @@ def count_training_tokens(trainer) -> TokenCounter:
     return counter
 
 
+HEARTBEAT_SECONDS = 0.5  # `step` events: at most twice a second, whatever the step rate
+
+
 class ProgressCallback(TrainerCallback):
     def __init__(self, events, stop_flag, token_counter: TokenCounter, diagnostician=None,
                  batch_size: int = 1, resume_from: str | None = None):
@@ -83,6 +87,7 @@ class ProgressCallback(TrainerCallback):
         self._last_tokens = self._last_samples = 0
         self.stopped_on_request = False
         self.step_in_progress = 0  # the step an out-of-memory error interrupts
+        self._heartbeat_at = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -91,8 +96,9 @@ class ProgressCallback(TrainerCallback):
         self.events.emit(
             "start", total_steps=state.max_steps, num_train_epochs=args.num_train_epochs,
             step=state.global_step, resume_from=self.resume_from, pid=os.getpid(),
-            run_dir=str(self.run_dir),
+            host=socket.gethostname(), world_size=max(int(args.world_size), 1), run_dir=str(self.run_dir),
         )
+        self._heartbeat_at = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step_in_progress = state.global_step + 1
@@ -103,6 +109,7 @@ class ProgressCallback(TrainerCallback):
         now = time.monotonic()
         self._train_seconds += now - self._mark
         self._mark = now
+        self._heartbeat(state, now)
         if (self.run_dir / PAUSE_FILE).exists():
             self._pause(state)
         if self.stop.requested:
@@ -111,6 +118,21 @@ class ProgressCallback(TrainerCallback):
             control.should_training_stop = True
             self.stopped_on_request = True
         return control
+
+    def _heartbeat(self, state, now: float) -> None:
+        """A light `step` event, at most twice a second, so progress and the ETA move every step
+        (loss points come with `logging_steps`)."""
+        if now - self._heartbeat_at < HEARTBEAT_SECONDS and state.global_step < state.max_steps:
+            return
+        self._heartbeat_at = now
+        elapsed = now - self._t0
+        done = max(state.global_step - self._first_step, 1)
+        self.events.emit(
+            "step", step=state.global_step, total_steps=state.max_steps, elapsed=round(elapsed, 2),
+            samples=self.tokens.samples, tokens=self.tokens.tokens,
+            tokens_per_second=round(self.tokens.tokens / max(elapsed, 1e-9), 1),
+            eta_seconds=round(elapsed / done * max(state.max_steps - state.global_step, 0), 1),
+        )
 
     def _pause(self, state) -> None:
         self.events.emit("status", state="paused", step=state.global_step)

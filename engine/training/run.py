@@ -66,9 +66,15 @@ class TrainingRun:
             return
         saved = self._save(session, model, tokenizer)
         total_steps, runtime = trainer.state.max_steps, round(time.monotonic() - started, 1)
-        if session.output.save_merged and session.method != "full":
-            del trainer, model  # free the training copy before the merge loads the base again
+        merge = session.output.save_merged and session.method != "full"
+        evaluate = data.eval is not None and len(data.eval) > 0
+        if merge or evaluate:
+            del trainer, model  # free the training copy: the merge and the evaluation load the base again
+            _free_memory()
+        if merge:
             saved.update(self._merge())
+        if evaluate:
+            self._evaluate()
         self.events.emit(
             "end", status="completed", step=step, total_steps=total_steps,
             train_runtime=runtime, **saved,
@@ -84,7 +90,7 @@ class TrainingRun:
         on_gpu = torch.cuda.is_available()
         kwargs = sft_config_kwargs(
             session, self.run_dir, has_eval=data.eval is not None and len(data.eval) > 0,
-            on_gpu=on_gpu, bf16_ok=on_gpu and torch.cuda.is_bf16_supported(),
+            on_gpu=on_gpu, bf16_ok=on_gpu and torch.cuda.is_bf16_supported(), train_rows=len(data.train),
         )
         kwargs.update(self.backend.trainer_overrides(session))
         # The dataset arrives tokenized with a completion_mask; TRL turns it into labels.
@@ -132,6 +138,37 @@ class TrainingRun:
             return {"merge_error": reply["error"]}
         return {"merged_dir": reply["path"], "merged_note": reply["note"]}
 
+    def _evaluate(self) -> None:
+        """Base against tuned on the eval split (engine.evaluation.evaluate) in a fresh process, as the
+        merge: this one carries Unsloth's patches. Its summary becomes the `evaluation` event, and the
+        troubleshooting rules see it. A failed or stopped evaluation never fails the trained run."""
+        import json
+        import subprocess
+        import sys
+
+        self.events.emit("status", state="evaluating")
+        process = subprocess.Popen([sys.executable, "-m", "engine.evaluation.evaluate", str(self.run_dir), "--json", "--quiet"],
+                                   stdout=subprocess.PIPE, text=True)
+        output = ""
+        while True:
+            try:
+                output, _ = process.communicate(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                if self.stop.requested:  # a stop now skips the evaluation; the adapter is saved
+                    process.kill()
+                    process.communicate()
+                    self.events.emit("evaluation", error="stopped before it finished; run `lora-tui eval` on the run folder")
+                    return
+        try:
+            reply = json.loads(output.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            reply = {"error": f"the evaluation process exited with code {process.returncode}; see {self.run_dir / 'worker.log'}"}
+        event = self.events.emit("evaluation", **reply)
+        diagnostician = self.progress.diagnostician if self.progress is not None else None
+        for finding in diagnostician.observe(event) if diagnostician is not None else []:
+            self.events.emit("finding", **{key: value for key, value in finding.items() if key != "event"})
+
     def _save(self, session, model, tokenizer) -> dict:
         """The adapter (PEFT format) or, for full fine-tuning, the whole model."""
         target = self.run_dir / (FULL_MODEL_DIR if session.method == "full" else ADAPTER_DIR)
@@ -143,6 +180,19 @@ class TrainingRun:
         partial.rename(target)
         key = "model_dir" if session.method == "full" else "adapter_dir"
         return {key: str(target)}
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # freeing is best effort
+        pass
 
 
 def _model_facts(model, session) -> dict:

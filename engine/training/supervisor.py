@@ -20,7 +20,8 @@ from pathlib import Path
 from engine.errors import UserError
 from engine.paths import PROJECT_ROOT, atomic_write_text
 from engine.runs.events import EVENTS_FILE, EventTail, EventWriter
-from engine.runs.progress_lines import format_event
+from engine.runs.progress import RunProgress
+from engine.runs.progress_lines import StepCounter, format_event
 from engine.runs.registry import STOP_FILE, SUPERVISOR_PID_FILE, last_checkpoint, remember_run, request_stop
 from engine.session.schema import Session, load_session, save_session
 from engine.training.exit_codes import EXIT_STOPPED, WorkerExit
@@ -69,8 +70,15 @@ class Supervisor:
         self._print = out
         self.worker: subprocess.Popen | None = None
         self.interrupts = 0
+        self.progress = RunProgress()
+        # In a terminal (the default print) the step counter rewrites one line; otherwise plain lines.
+        self.counter = StepCounter(self._safe_print, interactive=out is print and sys.stdout.isatty())
 
     def out(self, line: str) -> None:
+        """A line for the person, above the step counter."""
+        self.counter.line(line)
+
+    def _safe_print(self, line: str) -> None:
         try:
             self._print(line)
         except OSError:  # the terminal went away (SSH dropped): keep supervising without it
@@ -149,9 +157,13 @@ class Supervisor:
             code = self.worker.poll()
             for event in tail.read_new():
                 last = event if event.get("event") in ("end", "error") else last
+                self.progress.apply(event)
+                if event.get("event") == "step":
+                    self.counter.step(self.progress)
+                    continue
                 line = format_event(event, self.session)
                 if line:
-                    self.out(line)
+                    self.counter.line(line)
             if code is not None:
                 return code, last
             time.sleep(0.25)

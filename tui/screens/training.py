@@ -1,18 +1,19 @@
 """The training dashboard: a run folder's events, live, with the troubleshooting panel.
 
-The screen only reads: `events.jsonl` through `EventTail` on a timer (one refresh per tick
-however many events arrived, so a fast run cannot flood the UI) and `worker.log` for the last
-lines. Training runs in its own process (see `engine.runs.registry`); leaving this screen leaves it running.
-A remedy key applies the remedy to the run's session, saves it, and restarts or resumes the run.
+The screen only reads. Twice a second it looks at the size of `events.jsonl` (one stat() when
+nothing changed: watching costs next to nothing); when the file grew it reads the new lines,
+folds them into the engine's `RunProgress`, and redraws only the parts whose figures changed.
+Training runs in its own process (see `engine.runs.registry`); leaving this screen leaves it
+running. A remedy key applies the remedy to the run's session, saves it, and restarts or resumes
+the run. The run's state, step and ETA stay docked at the top at any terminal size.
 """
 
 from __future__ import annotations
 
-import math
-import threading
+import os
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -25,140 +26,21 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from engine.runs.events import EVENTS_FILE, EventTail
+from engine.runs.progress import RunProgress
+from tui.screens.base import BackgroundWork, explain
 from tui.widgets.findings_panel import FindingsPanel, numbered_remedies
 from tui.widgets.footer import StableFooter
 from tui.widgets.log_tail import LogTail
 from tui.widgets.loss_chart import LossChart
+from tui.widgets.run_state_bar import RunStateBar
 from tui.widgets.stat_panel import StatPanel
 
-TICK_SECONDS = 0.25  # 4 Hz: smooth enough to watch, cheap enough to leave the worker every core
-MAX_EVENTS_PER_TICK = 1000
+SYNC_BACKLOG_BYTES = 1 << 20  # a smaller events file is read at once on opening; a bigger one in a thread
+POLL_SECONDS = 0.5  # how often the events file's size is looked at: one stat() when nothing changed
+LIVENESS_SECONDS = 2.0  # how often a live-looking run's processes are checked
 CHART_SECONDS = 1.0
 MEMORY_POLL_SECONDS = 2.0
 STOP_WAIT_SECONDS = 300.0  # how long a remedy waits for the old run to checkpoint and end
-
-
-def _number(value) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-@dataclass
-class RunView:
-    """Everything the dashboard shows, folded from the event stream (no Textual here)."""
-
-    total_steps: Optional[int] = None
-    step: int = 0
-    epoch: Optional[float] = None
-    elapsed: Optional[float] = None
-    eta_seconds: Optional[float] = None
-    tokens_per_second: Optional[float] = None
-    samples_per_second: Optional[float] = None
-    memory_gb: Optional[float] = None
-    learning_rate: Optional[float] = None
-    grad_norm: Optional[float] = None
-    last_loss: Optional[float] = None
-    train: list[tuple[float, float]] = field(default_factory=list)
-    evals: list[tuple[float, float]] = field(default_factory=list)
-    learning_rates: list[float] = field(default_factory=list)
-    grad_norms: list[float] = field(default_factory=list)
-    findings: list[dict] = field(default_factory=list)  # latest per kind, in order of arrival
-    notes: list[str] = field(default_factory=list)  # automatic retries and the like
-    status_word: str = "waiting"
-    status_detail: str = "for the worker to start"
-    pid: Optional[int] = None
-    example: Optional[str] = None  # a rendered training example, from the worker's data report
-    ended: bool = False
-    end_event: Optional[dict] = None
-
-    @property
-    def running(self) -> bool:
-        return self.status_word == "running"
-
-    def apply(self, event: dict) -> None:
-        kind = event.get("event")
-        handler = getattr(self, f"_on_{kind}", None)
-        if handler is not None:
-            handler(event)
-
-    def _on_start(self, event: dict) -> None:
-        resumed_at = event.get("step") or 0
-        if event.get("resume_from"):
-            # A resumed run repeats nothing before its checkpoint; drop what came after it.
-            self.train = [p for p in self.train if p[0] <= resumed_at]
-            self.evals = [p for p in self.evals if p[0] <= resumed_at]
-        else:
-            self.train, self.evals, self.learning_rates, self.grad_norms = [], [], [], []
-            self.findings = [f for f in self.findings if f.get("kind") == "oom"]  # why it restarted
-        self.total_steps = event.get("total_steps") or self.total_steps
-        self.step = int(resumed_at)
-        self.pid = event.get("pid") or self.pid
-        self.ended, self.end_event = False, None
-        self.status_word = "running"
-        self.status_detail = f"resumed from {Path(event['resume_from']).name}" if event.get("resume_from") else ""
-
-    def _on_log(self, event: dict) -> None:
-        step = event.get("step")
-        if isinstance(step, (int, float)):
-            self.step = int(step)
-        self.total_steps = event.get("total_steps") or self.total_steps
-        for name in ("epoch", "elapsed", "eta_seconds", "tokens_per_second", "samples_per_second", "memory_gb"):
-            value = _number(event.get(name))
-            if value is not None:
-                setattr(self, name, value)
-        loss = event.get("loss")
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            self.last_loss = float(loss)
-            if math.isfinite(loss):
-                self.train.append((self.step, float(loss)))
-        lr, grad = _number(event.get("learning_rate")), _number(event.get("grad_norm"))
-        if lr is not None:
-            self.learning_rate = lr
-            self.learning_rates.append(lr)
-        if grad is not None:
-            self.grad_norm = grad
-            self.grad_norms.append(grad)
-
-    def _on_eval(self, event: dict) -> None:
-        loss = _number(event.get("eval_loss"))
-        if loss is not None and isinstance(event.get("step"), (int, float)):
-            self.evals.append((event["step"], loss))
-
-    def _on_finding(self, event: dict) -> None:
-        self.findings = [f for f in self.findings if f.get("kind") != event.get("kind")] + [event]
-
-    def _on_data(self, event: dict) -> None:
-        from engine.troubleshooting.diagnostics import example_text
-
-        self.example = example_text(event) or self.example
-
-    def _on_status(self, event: dict) -> None:
-        state = event.get("state")
-        words = {"loading_model": ("starting", "loading the model"), "preparing_data": ("starting", "preparing the data"),
-                 "paused": ("paused", f"at step {event.get('step', self.step)}"), "running": ("running", "")}
-        if state in words:
-            self.status_word, self.status_detail = words[state]
-
-    def _on_retry(self, event: dict) -> None:
-        self.notes.append(str(event.get("message", "Retrying.")))
-        self.status_word, self.status_detail = "retrying", str(event.get("message", ""))
-
-    def _on_fallback(self, event: dict) -> None:
-        # backend "auto": Unsloth could not start, the supervisor restarted on the peft backend.
-        self.notes.append(str(event.get("message", "Unsloth cannot start here; falling back to the peft backend.")))
-        self.status_word, self.status_detail = "starting", "on the peft backend"
-
-    def _on_error(self, event: dict) -> None:
-        self.status_word, self.status_detail = "failed", str(event.get("message", ""))
-
-    def _on_end(self, event: dict) -> None:
-        self.ended, self.end_event = True, event
-        self.status_word = str(event.get("status", "completed"))
-        if isinstance(event.get("step"), (int, float)):
-            self.step = int(event["step"])
-        where = event.get("adapter_dir") or event.get("checkpoint")
-        self.status_detail = f"at step {self.step}" + (f"; {where}" if where else "")
 
 
 class ExampleScreen(ModalScreen[None]):
@@ -184,7 +66,7 @@ class ExampleScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class TrainingScreen(Screen):
+class TrainingScreen(BackgroundWork, Screen):
     """Watch a run folder; fix what goes wrong with one key."""
 
     CSS_PATH = "../styles/training.tcss"
@@ -207,7 +89,7 @@ class TrainingScreen(Screen):
             self.run_dir, self.status, self.event = run_dir, status, event
 
     class SessionChanged(Message):
-        """A remedy changed and saved the session; the wizard can take it as its session in progress."""
+        """A remedy changed and saved the run's session; the wizard takes it as its session in progress."""
 
         def __init__(self, session, path: Path, remedy: dict):
             super().__init__()
@@ -223,27 +105,26 @@ class TrainingScreen(Screen):
     ):
         """`probe_system`: poll GPU/worker memory and whether the worker lives (off for recorded
         runs in tests, whose numbers must not depend on this machine). `launch`: how a remedy starts
-        the run again; `engine.runs.launch` unless given."""
+        the run again; `engine.runs.registry.launch` unless given."""
         super().__init__(name=name)
         self.run_dir = Path(run_dir).expanduser()
         self.tail = EventTail(self.run_dir / EVENTS_FILE)
-        self.view = RunView()
+        self.view = RunProgress()
         self.probe_system = probe_system
         self._launch = launch
         self._memory = "-"
         self._finished_posted = False
         self._shown_findings: list = []
         self._shown_notes: list = []
+        self._shown_stats: tuple = ()
         self._busy = False
-        # The events file is read by a worker thread on each tick, and synchronously on mount and
-        # after a restart. Reading and queueing happen under one lock, so events reach the view in
-        # file order whoever read them.
-        self._read_lock = threading.Lock()
-        self._pending: list[dict] = []
-        self._fresh_view = False  # the file was replaced: start the view again before the queue
+        self._requested = ""  # "stopping" / "pausing" / "resuming": shown at once, until the events say it
+        self._liveness_at = 0.0
+        self._backlog_read = False
 
     # -- layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        yield RunStateBar(self.run_dir, id="run-state")
         with Horizontal(id="dash-top"):
             yield LossChart(id="loss-chart")
             yield StatPanel(id="stat-panel")
@@ -253,80 +134,63 @@ class TrainingScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)
-        self.refresh_from_events()
-        self.set_interval(TICK_SECONDS, self._tick, name="events")
+        try:
+            size = os.stat(self.run_dir / EVENTS_FILE).st_size
+        except OSError:
+            size = 0
+        if size > SYNC_BACKLOG_BYTES:
+            self.read_backlog()  # a long run's file is megabytes: read it off the event loop, once
+        else:
+            self.backlog_done(list(self.tail.read_new()))
         if self.probe_system:
             self.poll_memory()
             self.set_interval(MEMORY_POLL_SECONDS, self.poll_memory, name="memory")
 
-    # -- the tick -------------------------------------------------------------------------------
-    _reading = False
+    def on_resize(self, event) -> None:
+        # No media queries in Textual CSS: a class lets the stylesheet give the chart room at 80x24.
+        self.set_class(self.size.height < 32, "-short")
 
-    def _tick(self) -> None:
-        # Reading and parsing JSON lines is the part of a tick that grows with a fast run's event
-        # rate, so it happens in a thread; folding into the view and redrawing stay here, once.
-        # A backlog (opening a long run) is folded MAX_EVENTS_PER_TICK at a time, so no tick is long.
-        if not self._read_lock.acquire(blocking=False):
-            return  # a read is queueing events right now: the next tick folds them
+    # -- reading the events ---------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="backlog", exit_on_error=False)
+    def read_backlog(self) -> list[dict]:
+        return list(self.tail.read_new())
+
+    def backlog_done(self, events: list[dict]) -> None:
+        self._backlog_read = True
+        self._update(events)
+        self.set_interval(POLL_SECONDS, self.poll_events, name="events")
+
+    def backlog_failed(self, error: BaseException) -> None:
+        self.notify(explain(error), severity="error")
+        self.backlog_done([])
+
+    def poll_events(self) -> None:
+        """On the timer: read only when the file changed; check the processes now and then."""
+        if not self._backlog_read:
+            return  # the backlog's arrival shows everything up to now
         try:
-            batch = self._take_pending(MAX_EVENTS_PER_TICK)
-        finally:
-            self._read_lock.release()
-        if batch:
-            self._update(batch)
-        elif not self._reading:
-            self._reading = True
-            self._read_in_thread(self.app)
-
-    def _read_new_events(self) -> None:
-        """Queue what the file gained since the last read (the caller holds the read lock)."""
-        if self._events_file_shrank():  # replaced by a shorter file: read it from the start
-            self.tail, self._pending, self._fresh_view = EventTail(self.run_dir / EVENTS_FILE), [], True
-        self._pending.extend(self.tail.read_new())
-
-    def _take_pending(self, limit: Optional[int] = None) -> list[dict]:
-        """Up to `limit` queued events, oldest first (the caller holds the read lock)."""
-        if self._fresh_view:
-            self.view, self._fresh_view = RunView(), False
-        count = len(self._pending) if limit is None else limit
-        batch, self._pending = self._pending[:count], self._pending[count:]
-        return batch
-
-    @work(thread=True, group="events")
-    def _read_in_thread(self, app) -> None:
-        # `app` comes from the event loop: `self.app` is not reliable in a thread once it closes.
-        try:
-            with self._read_lock:
-                self._read_new_events()
-        except Exception:
-            pass  # an unreadable file now is read again on the next tick
-        try:
-            app.call_from_thread(self._after_read)
-        except RuntimeError:  # NoActiveAppError too: the app closed while this read was in flight
-            pass
-
-    def _after_read(self) -> None:
-        self._reading = False
-        self._tick()
-
-    def refresh_from_events(self) -> None:
-        """Read and fold whatever arrived, then redraw once (synchronous: on mount and in tests)."""
-        with self._read_lock:  # waits for a read in flight: its events come first
-            self._read_new_events()
-            events = self._take_pending()
+            size = os.stat(self.run_dir / EVENTS_FILE).st_size
+        except OSError:
+            size = 0
+        events: list[dict] = []
+        if size < self.tail.offset:  # replaced by a shorter file (a fresh run): read it from the start
+            self.tail, self.view = EventTail(self.run_dir / EVENTS_FILE), RunProgress()
+            self._shown_stats = ()
+        if size != self.tail.offset:
+            events = list(self.tail.read_new())
         self._update(events)
 
+    def refresh_from_events(self) -> None:
+        """Read and fold whatever arrived, then redraw (synchronous: after a remedy, and in tests)."""
+        self.poll_events()
+
     def _update(self, events: list[dict]) -> None:
-        changed = False
-        for event in events:
-            self.view.apply(event)
-            changed = True
+        self.view.fold(events)
+        if events and self.view.ended:
+            self._requested = ""
         self.query_one(LogTail).poll()
-        if self.probe_system and self.view.status_word in ("running", "paused", "starting") and not self._worker_alive():
-            self.view.status_word, self.view.status_detail = "interrupted", "the worker is gone; press a remedy key or resume from the run folder"
-            changed = True
-        if changed or not self._shown_once or self._memory != self._memory_shown:
-            self._redraw()
+        self._check_liveness()
+        self._redraw()
         self._maybe_draw_chart()
         if not self.view.ended:
             self._finished_posted = False  # a new start: its end will be news again
@@ -335,21 +199,25 @@ class TrainingScreen(Screen):
             self._finished_posted = True
             self.post_message(self.RunFinished(self.run_dir, self.view.status_word, self.view.end_event or {}))
 
-    _shown_once = False
-    _memory_shown = "-"
-
-    def _events_file_shrank(self) -> bool:
-        try:
-            return (self.run_dir / EVENTS_FILE).stat().st_size < self.tail._offset
-        except OSError:
-            return False
+    def _check_liveness(self) -> None:
+        if not self.probe_system or not self.view.live or self.view.status_word == "waiting" and not self.view.events_seen:
+            return
+        now = time.monotonic()
+        if now - self._liveness_at < LIVENESS_SECONDS:
+            return
+        self._liveness_at = now
+        if self.view.status_word in ("running", "paused", "starting") and not self._worker_alive():
+            self.view.status_word = "interrupted"
+            self.view.status_detail = "the worker is gone; press a remedy key or resume from the run folder"
 
     def _redraw(self) -> None:
-        self._shown_once = True
+        """Each part redraws only when what it shows has changed: an idle screen draws nothing."""
         view = self.view
-        self._memory_shown = self._memory
-        self.query_one(StatPanel).show(view, self._memory_line())
-        # The findings panel rebuilds its children: only when what it shows has changed.
+        stats = (view.events_seen, view.status_word, view.status_detail, self._memory, self._requested)
+        if stats != self._shown_stats:
+            self._shown_stats = stats
+            self.query_one(RunStateBar).show(view, self._requested, self._controls_here())
+            self.query_one(StatPanel).show(view, self._memory_line())
         if view.findings != self._shown_findings or view.notes != self._shown_notes:
             self._shown_findings, self._shown_notes = list(view.findings), list(view.notes)
             self.query_one(FindingsPanel).show(view.findings, view.notes)
@@ -376,10 +244,15 @@ class TrainingScreen(Screen):
             return f"{self.view.memory_gb:.2f} GiB (worker)"
         return "-"
 
-    @work(thread=True, exclusive=True, group="memory")
-    def poll_memory(self) -> None:
+    @work(thread=True, exclusive=True, group="memory", exit_on_error=False)
+    def poll_memory(self) -> str:
         # NVML's init can take tens of milliseconds: never on the event loop.
-        self._memory = memory_line(self.view.pid)
+        return memory_line(self.view.pid) if self.view.live else self._memory
+
+    def memory_done(self, line: str) -> None:
+        if line != self._memory:
+            self._memory = line
+            self._redraw()
 
     def _worker_alive(self) -> bool:
         from engine.runs.registry import SUPERVISOR_PID_FILE, pid_alive
@@ -392,23 +265,40 @@ class TrainingScreen(Screen):
             return False
         return pid_alive(supervisor)
 
+    def _controls_here(self) -> bool:
+        """Remedies launch the run again on this machine: only where it was started."""
+        return not self.view.host or self.view.host == socket.gethostname()
+
     # -- keys -----------------------------------------------------------------------------------
+    def _show_request(self, word: str) -> None:
+        self._requested = word
+        self._redraw()
+
     def action_stop(self) -> None:
         from engine.runs.registry import request_resume, request_stop
 
+        if not self.view.live:
+            self.notify(f"The run is not going ({self.view.status_word}).")
+            return
         request_stop(self.run_dir)
         if self.view.status_word == "paused":
             request_resume(self.run_dir)  # a paused worker must run one more step to checkpoint
-        self.notify("Stopping after this step: the worker saves a checkpoint, then ends.")
+        self._show_request("stopping")
+        self.notify(f"Stopping after step {self.view.step + 1}: the worker saves a checkpoint, then ends.")
 
     def action_pause(self) -> None:
         from engine.runs.registry import PAUSE_FILE, request_pause, request_resume
 
+        if not self.view.live:
+            self.notify(f"The run is not going ({self.view.status_word}).")
+            return
         if (self.run_dir / PAUSE_FILE).exists() or self.view.status_word == "paused":
             request_resume(self.run_dir)
+            self._show_request("resuming")
             self.notify("Resuming.")
         else:
             request_pause(self.run_dir)
+            self._show_request("pausing")
             self.notify("Pausing after this step (the GPU memory stays allocated).")
 
     def action_open_folder(self) -> None:
@@ -422,7 +312,7 @@ class TrainingScreen(Screen):
 
     def action_back(self) -> None:
         if self.view.running:
-            self.notify("Training goes on in the background; lora-tui offers to re-attach when it starts.")
+            self.notify("Training goes on in the background; `lora-tui attach` or `lora-tui` re-attaches to it.")
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
         else:
@@ -436,6 +326,10 @@ class TrainingScreen(Screen):
         finding, remedy = pairs[number - 1]
         if not remedy.get("changes"):
             self._advise(remedy)
+            return
+        if not self._controls_here():
+            self.notify(f"This run was started on {self.view.host}: apply remedies there (it restarts the run).",
+                        severity="warning", timeout=10)
             return
         if self._busy:
             self.notify("A remedy is already being applied.", severity="warning")
@@ -453,35 +347,36 @@ class TrainingScreen(Screen):
             return
         self.notify(remedy.get("label", "Advice"), title="Advice", timeout=10)
 
-    @work(thread=True, exclusive=True, group="remedy")
-    def apply_and_restart(self, remedy: dict) -> None:
+    @work(thread=True, exclusive=True, group="remedy", exit_on_error=False)
+    def apply_and_restart(self, remedy: dict) -> tuple:
         """Off the event loop: stopping the old run can take a step and a checkpoint."""
-        try:
-            message = self._apply_and_restart(remedy)
-            self.app.call_from_thread(self.notify, message, title="Remedy applied", timeout=10)
-        except Exception as error:  # one sentence on screen, never a traceback
-            from tui.screens.base import explain
-
-            self.app.call_from_thread(self.notify, explain(error), severity="error", timeout=15)
-        finally:
-            self.app.call_from_thread(self._remedy_done)
-
-    def _remedy_done(self) -> None:
-        # Events of the stopped run are read by now; its end must not count as the finish.
-        self.refresh_from_events()
-        if self.view.ended:
-            self._finished_posted = True
-        self._busy = False
-
-    def _apply_and_restart(self, remedy: dict) -> str:
-        from engine.runs.registry import last_checkpoint, request_resume, request_stop, run_state
         from engine.session.schema import load_session, save_session
         from engine.troubleshooting.remedies import apply_remedy
 
         session_path = self.run_dir / "session.json"
         session = apply_remedy(load_session(session_path), remedy)
         save_session(session, session_path)
-        self.app.call_from_thread(self.post_message, self.SessionChanged(session, session_path, remedy))
+        return session, session_path, remedy, self._restart(session, remedy)
+
+    def remedy_done(self, result: tuple) -> None:
+        session, session_path, remedy, message = result
+        self.post_message(self.SessionChanged(session, session_path, remedy))
+        self.notify(message, title="Remedy applied", timeout=10)
+        self._remedy_over()
+
+    def remedy_failed(self, error: BaseException) -> None:
+        self.notify(explain(error), severity="error", timeout=15)  # one sentence, never a traceback
+        self._remedy_over()
+
+    def _remedy_over(self) -> None:
+        # Events of the stopped run are read by now; its end must not count as the finish.
+        self.refresh_from_events()
+        if self.view.ended:
+            self._finished_posted = True
+        self._busy = False
+
+    def _restart(self, session, remedy: dict) -> str:
+        from engine.runs.registry import last_checkpoint, request_resume, request_stop, run_state
 
         state = run_state(self.run_dir)
         if state.status in ("running", "paused"):

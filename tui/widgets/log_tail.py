@@ -41,6 +41,8 @@ class LogTail(Log):
             return
         try:
             size = self.path.stat().st_size
+            if size == self._offset:
+                return  # nothing new: no open, no read
             if size < self._offset:  # a new log replaced the old one
                 self._offset, self._partial = 0, ""
             if self._offset == 0 and size > FIRST_READ_BYTES:

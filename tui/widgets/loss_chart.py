@@ -18,6 +18,8 @@ from textual import work
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
+from tui.screens.base import BackgroundWork
+
 # Braille gives two dots per cell across: more points than that only cost time.
 POINTS_PER_CELL = 2
 MAX_POINTS = 400
@@ -34,7 +36,7 @@ def thin(points: list[tuple[float, float]], limit: int = MAX_POINTS) -> list[tup
     return thinned
 
 
-class LossChart(PlotextPlot):
+class LossChart(BackgroundWork, PlotextPlot):
     """Call `show(train, evals)` with (step, loss) pairs; the chart redraws off the event loop."""
 
     DEFAULT_CSS = """
@@ -51,6 +53,16 @@ class LossChart(PlotextPlot):
         self._building = False
         self._again = False
         self.builds = 0  # finished figures, for tests and benchmarks
+
+    @property
+    def drawing(self) -> bool:
+        """A figure is being built in a thread right now."""
+        return self._building
+
+    @property
+    def points(self) -> tuple[int, int]:
+        """(train, eval) points the chart was last given, after thinning."""
+        return len(self._train), len(self._evals)
 
     def show(self, train: list[tuple[float, float]], evals: list[tuple[float, float]]) -> None:
         limit = max(50, min(MAX_POINTS, self.size.width * POINTS_PER_CELL))
@@ -71,8 +83,8 @@ class LossChart(PlotextPlot):
         key = (self.size.width, self.size.height, self._get_plotext_theme_name(self.app.theme))
         self._build(self.app, key, list(self._train), list(self._evals))
 
-    @work(thread=True, group="loss-chart")
-    def _build(self, app, key: tuple, train: list, evals: list) -> None:
+    @work(thread=True, group="chart", exit_on_error=False)
+    def _build(self, app, key: tuple, train: list, evals: list) -> tuple:
         # `app` comes from the event loop: `self.app` is not reliable in a thread once it closes.
         try:
             lines = self._strips(app, key, self._figure(key, train, evals))
@@ -80,10 +92,13 @@ class LossChart(PlotextPlot):
             with self._lock:
                 self._building = False
                 again, self._again = self._again, False
-        try:
-            app.call_from_thread(self._built, key, lines, again)
-        except RuntimeError:
-            pass  # the app closed while this thread drew
+        return key, lines, again
+
+    def chart_done(self, result: tuple) -> None:
+        self._built(*result)
+
+    def chart_failed(self, error: BaseException) -> None:
+        pass  # a figure that would not draw leaves the last one up; the next request tries again
 
     def _built(self, key: tuple, lines: list[Strip], again: bool) -> None:
         self._lines, self._rendered_key = lines, key

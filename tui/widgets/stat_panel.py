@@ -25,18 +25,12 @@ def number(value: Optional[float], fmt: str = ".1f") -> str:
 
 SPARK_POINTS = 120
 
-STATUS_STYLES = {
-    "running": "bold green", "paused": "bold yellow", "completed": "bold green",
-    "stopped": "bold yellow", "failed": "bold red", "interrupted": "bold red",
-}
-
 
 class StatPanel(Vertical):
-    """Call `show(view, memory)` with the screen's RunView and a memory line."""
+    """Call `show(view, memory)` with the run's progress and a memory line."""
 
     DEFAULT_CSS = """
     StatPanel { height: auto; padding: 0 1; }
-    StatPanel #run-status { height: auto; }
     StatPanel ProgressBar { margin: 0 0 1 0; }
     StatPanel #stats { height: 9; }
     StatPanel .spark-label { height: 1; color: $text-muted; margin-top: 1; }
@@ -47,7 +41,6 @@ class StatPanel(Vertical):
     _grad_count = 0
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="run-status")
         yield ProgressBar(total=None, show_eta=False, id="progress")
         yield Static("", id="stats")
         yield Static("learning rate", classes="spark-label", id="lr-label")
@@ -56,12 +49,7 @@ class StatPanel(Vertical):
         yield Sparkline([], id="grad-spark")
 
     def show(self, view, memory: str) -> None:
-        status = Text()
-        status.append(view.status_word, style=STATUS_STYLES.get(view.status_word, "bold"))
-        if view.status_detail:
-            status.append(f"  {view.status_detail}")
-        self.query_one("#run-status", Static).update(status)
-
+        """`view`: the run's `engine.runs.progress.RunProgress`. The state itself is in the docked bar."""
         bar = self.query_one("#progress", ProgressBar)
         if view.total_steps:
             bar.update(total=view.total_steps, progress=min(view.step, view.total_steps))
@@ -71,7 +59,7 @@ class StatPanel(Vertical):
             ("step", f"{view.step} / {total}"),
             ("epoch", number(view.epoch, ".2f")),
             ("elapsed", duration(view.elapsed)),
-            ("ETA", duration(view.eta_seconds) if view.running else "-"),
+            ("ETA", duration(view.eta_seconds) if view.live else "-"),
             ("tokens/s", number(view.tokens_per_second, ",.0f")),
             ("samples/s", number(view.samples_per_second, ".2f")),
             ("memory", memory),

@@ -38,7 +38,7 @@ from tui.widgets.stat_panel import StatPanel
 SYNC_BACKLOG_BYTES = 1 << 20  # a smaller events file is read at once on opening; a bigger one in a thread
 POLL_SECONDS = 0.5  # how often the events file's size is looked at: one stat() when nothing changed
 LIVENESS_SECONDS = 2.0  # how often a live-looking run's processes are checked
-CHART_SECONDS = 1.0
+CHART_SECONDS = 2.0  # the loss chart and the sparklines: the costliest to draw, and they change slowly
 MEMORY_POLL_SECONDS = 2.0
 STOP_WAIT_SECONDS = 300.0  # how long a remedy waits for the old run to checkpoint and end
 
@@ -120,6 +120,7 @@ class TrainingScreen(BackgroundWork, Screen):
         self._busy = False
         self._requested = ""  # "stopping" / "pausing" / "resuming": shown at once, until the events say it
         self._liveness_at = 0.0
+        self._gone = False  # the events say running, but no process of the run is alive
         self._backlog_read = False
 
     # -- layout ---------------------------------------------------------------------------------
@@ -200,23 +201,23 @@ class TrainingScreen(BackgroundWork, Screen):
             self.post_message(self.RunFinished(self.run_dir, self.view.status_word, self.view.end_event or {}))
 
     def _check_liveness(self) -> None:
-        if not self.probe_system or not self.view.live or self.view.status_word == "waiting" and not self.view.events_seen:
+        """Whether a run whose events say "running" still has its processes: checked every few
+        seconds, on this machine only (another host's pids mean nothing here)."""
+        if not self.probe_system or not self._controls_here():
             return
         now = time.monotonic()
         if now - self._liveness_at < LIVENESS_SECONDS:
             return
         self._liveness_at = now
-        if self.view.status_word in ("running", "paused", "starting") and not self._worker_alive():
-            self.view.status_word = "interrupted"
-            self.view.status_detail = "the worker is gone; press a remedy key or resume from the run folder"
+        self._gone = self.view.status_word in ("running", "paused", "starting") and not self._worker_alive()
 
     def _redraw(self) -> None:
         """Each part redraws only when what it shows has changed: an idle screen draws nothing."""
         view = self.view
-        stats = (view.events_seen, view.status_word, view.status_detail, self._memory, self._requested)
+        stats = (view.events_seen, view.status_word, view.status_detail, self._memory, self._requested, self._gone)
         if stats != self._shown_stats:
             self._shown_stats = stats
-            self.query_one(RunStateBar).show(view, self._requested, self._controls_here())
+            self.query_one(RunStateBar).show(view, self._requested, self._controls_here(), gone=self._gone)
             self.query_one(StatPanel).show(view, self._memory_line())
         if view.findings != self._shown_findings or view.notes != self._shown_notes:
             self._shown_findings, self._shown_notes = list(view.findings), list(view.notes)
@@ -227,7 +228,7 @@ class TrainingScreen(BackgroundWork, Screen):
 
     def _maybe_draw_chart(self) -> None:
         """The chart changes slowly and costs the most to draw: at most once per CHART_SECONDS."""
-        counts = (len(self.view.train), len(self.view.evals), self.view.train[-1:] and self.view.train[-1][0])
+        counts = (len(self.view.train), len(self.view.evals), len(self.view.grad_norms))
         if counts == self._chart_counts:
             return
         now = time.monotonic()
@@ -235,6 +236,7 @@ class TrainingScreen(BackgroundWork, Screen):
             return
         self._chart_counts, self._chart_drawn_at = counts, now
         self.query_one(LossChart).show(self.view.train, self.view.evals)
+        self.query_one(StatPanel).show_trends(self.view)
 
     # -- memory and liveness ----------------------------------------------------------------------
     def _memory_line(self) -> str:

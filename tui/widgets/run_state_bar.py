@@ -38,7 +38,7 @@ class RunStateBar(Static):
         super().__init__("", markup=False, **kwargs)
         self.run_dir = run_dir
 
-    def show(self, view, requested: str = "", controls_here: bool = True) -> None:
+    def show(self, view, requested: str = "", controls_here: bool = True, gone: bool = False) -> None:
         word = requested if requested and not view.ended else view.status_word
         if requested == "stopping" and not view.ended:
             detail = f"after step {view.step + 1} …"
@@ -46,6 +46,8 @@ class RunStateBar(Static):
             detail = "after this step …"
         else:
             detail = view.status_detail
+        if gone and view.live:
+            word, detail = "interrupted", "the worker is gone; press a remedy key or resume from the run folder"
         line = Text()
         line.append("● ", style=STYLES.get(word, "bold"))
         line.append(word, style=STYLES.get(word, "bold"))
@@ -65,4 +67,4 @@ class RunStateBar(Static):
         if not controls_here:
             line.append(f"  (started on {view.host}: watching only)", style="dim")
         line.append(f"  {self.run_dir}", style="dim")
-        self.update(line)
+        self.update(line, layout=False)  # one docked line: its size never changes

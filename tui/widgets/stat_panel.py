@@ -7,7 +7,7 @@ from typing import Optional
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import ProgressBar, Sparkline, Static
+from textual.widgets import Sparkline, Static
 
 
 def duration(seconds: Optional[float]) -> str:
@@ -31,7 +31,6 @@ class StatPanel(Vertical):
 
     DEFAULT_CSS = """
     StatPanel { height: auto; padding: 0 1; }
-    StatPanel ProgressBar { margin: 0 0 1 0; }
     StatPanel #stats { height: 9; }
     StatPanel .spark-label { height: 1; color: $text-muted; margin-top: 1; }
     StatPanel Sparkline { height: 1; }
@@ -41,7 +40,6 @@ class StatPanel(Vertical):
     _grad_count = 0
 
     def compose(self) -> ComposeResult:
-        yield ProgressBar(total=None, show_eta=False, id="progress")
         yield Static("", id="stats")
         yield Static("learning rate", classes="spark-label", id="lr-label")
         yield Sparkline([], id="lr-spark")
@@ -50,10 +48,6 @@ class StatPanel(Vertical):
 
     def show(self, view, memory: str) -> None:
         """`view`: the run's `engine.runs.progress.RunProgress`. The state itself is in the docked bar."""
-        bar = self.query_one("#progress", ProgressBar)
-        if view.total_steps:
-            bar.update(total=view.total_steps, progress=min(view.step, view.total_steps))
-
         total = view.total_steps or "?"
         rows = [
             ("step", f"{view.step} / {total}"),
@@ -67,19 +61,20 @@ class StatPanel(Vertical):
         ]
         if view.evals:
             rows.append(("eval loss", f"{view.evals[-1][1]:.4f}"))
-        # Plain Text, not a rich Table: this redraws four times a second and a Table costs more.
+        # Plain Text, not a rich Table: this redraws at each new event and a Table costs more.
         stats = Text()
         for i, (label, value) in enumerate(rows):
             stats.append(f"{label:<11}", style="dim")
             stats.append(value + ("\n" if i < len(rows) - 1 else ""))
-        self.query_one("#stats", Static).update(stats)
+        self.query_one("#stats", Static).update(stats, layout=False)  # fixed height: no layout pass
 
-        # The sparklines show the last SPARK_POINTS values and change only when new ones arrive.
+    def show_trends(self, view) -> None:
+        """The sparklines: the last SPARK_POINTS values, redrawn with the chart (they change slowly)."""
         if view.learning_rates and len(view.learning_rates) != self._lr_count:
             self._lr_count = len(view.learning_rates)
-            self.query_one("#lr-label", Static).update(f"learning rate  {view.learning_rate:.2e}")
+            self.query_one("#lr-label", Static).update(f"learning rate  {view.learning_rate:.2e}", layout=False)
             self.query_one("#lr-spark", Sparkline).data = view.learning_rates[-SPARK_POINTS:]
         if view.grad_norms and len(view.grad_norms) != self._grad_count:
             self._grad_count = len(view.grad_norms)
-            self.query_one("#grad-label", Static).update(f"grad norm  {view.grad_norm:.3f}")
+            self.query_one("#grad-label", Static).update(f"grad norm  {view.grad_norm:.3f}", layout=False)
             self.query_one("#grad-spark", Sparkline).data = view.grad_norms[-SPARK_POINTS:]

@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lora-tui: interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lora-tui plan ... | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception as error:  # a bug of ours still gets one line, the details a log
         log = _log_traceback()
         print(f"lora-tui: unexpected error: {type(error).__name__}: {error} (details in {log})", file=sys.stderr)

@@ -35,6 +35,11 @@ fi
 
 OUT_DIR=${1:-${OUT:-benchmarks/gpu-results}}
 mkdir -p "$OUT_DIR"
+# No GPU is a normal case here (CI, a laptop, a session without a lent machine): say so and succeed.
+if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "no NVIDIA GPU here (nvidia-smi finds none): nothing to measure; run this on a GPU machine" | tee "$OUT_DIR/summary.txt"
+    exit 0
+fi
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}

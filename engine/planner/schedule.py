@@ -1,0 +1,172 @@
+"""How long to train and how fast: epochs, accumulation and learning rate from the data and the model.
+
+The memory planner (recommend.py) picks what fits; this picks what teaches. Pure functions: the
+wizard's hyperparameter step calls `plan_schedule` with the dataset's row and token counts and
+applies the result where the person has not typed their own values.
+
+The rule, and where each part comes from
+----------------------------------------
+1. Learning rate from the method and the model's size. LoRA and QLoRA: 2e-4 at 7B parameters
+   (the QLoRA paper's rate for 7B and 13B, Dettmers et al. 2023, Table 9; the default of Unsloth's
+   notebooks and of Axolotl's LoRA examples), scaled by 1/sqrt(parameters) (Thinking Machines'
+   tinker-cookbook, hyperparam_utils.get_full_finetune_lr_multiplier: a learning rate known for one
+   model transfers to another in proportion to 1/sqrt(parameter count); its calibrated LoRA rates
+   are 3e-4 for Llama-3.1-8B and 70B and 1e-3 for Llama-3.2-1B and 3B), kept within 1e-4 (the QLoRA
+   paper's rate for 33B and 65B) and 1e-3 (the highest rate tinker-cookbook calibrates). Full
+   fine-tuning: a tenth of that ("LoRA Without Regret", Schulman et al. 2025: LoRA's best rate is
+   about 10x full fine-tuning's), which gives 2e-5 at 7B, TRL's SFTConfig default.
+2. Enough optimizer steps. A run needs on the order of a hundred optimizer steps to learn a new
+   output format (the demo's contact extraction: 24 steps left the tuned model exact on one row in
+   five, 95 steps at the rate above on nearly all; Unsloth's quick-start notebooks stop at 60 steps,
+   TRL's and LLaMA-Factory's defaults are 3 epochs). So, for a small set, first fewer rows per step:
+   gradient accumulation is lowered (never the per-device batch, which is what memory fixed) until
+   one epoch holds MIN_STEPS steps or accumulation is 1; LoRA learns more per example at small
+   batches ("LoRA Without Regret": LoRA is less tolerant of large batches than full fine-tuning), and
+   Unsloth's, Axolotl's and LLaMA-Factory's examples train at effective batches of 8 or less.
+3. Then epochs: one when an epoch holds MIN_STEPS (within 10 %), else as many as reach it, at most
+   MAX_EPOCHS (3: TRL's and LLaMA-Factory's default `num_train_epochs`; Unsloth's guide advises 1-3,
+   more overfits). A large set is seen once: repeating it costs time and teaches little
+   (Unsloth's guide; the QLoRA paper trains its large sets for a fixed number of steps under one epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+LORA_LR_AT_7B = 2e-4
+ANCHOR_PARAMS = 7e9
+LORA_LR_MIN, LORA_LR_MAX = 1e-4, 1e-3
+FULL_FT_DIVISOR = 10
+MIN_STEPS = 100
+MAX_EPOCHS = 3
+EPOCH_TOLERANCE = 0.9  # an epoch of 90+ steps is "enough": no second pass for ten more steps
+
+# Training throughput for the time estimate: FLOPs per trained token (forward 2N; backward 2N for
+# the activations, plus 2N for the weights' gradients in full fine-tuning; checkpointing redoes the
+# forward), at a share of the device's peak.
+CPU_GFLOPS_PER_CORE = 22.0  # fp32 on AVX2 cores, measured on the demo model (about 90 tokens/s on 2 cores)
+GPU_UTILISATION = 0.35
+GPU_STEP_FLOOR_S = 0.08  # small models on a GPU are bound by kernel launches, not FLOPs
+# Dense bf16 peak TFLOPS of common GPUs (vendor data sheets); others by compute capability.
+GPU_PEAK_TFLOPS = {"H200": 989, "H100": 989, "GH200": 989, "B200": 2250, "A100": 312, "A800": 312, "L40S": 362,
+                   "L40": 181, "L4": 121, "A10": 125, "A6000": 155, "RTX 6000 Ada": 365, "RTX 5090": 210,
+                   "RTX 4090": 165, "RTX 4080": 97, "RTX 3090": 71, "RTX 3080": 60, "V100": 125, "T4": 65}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What to train for, and why."""
+
+    learning_rate: float
+    gradient_accumulation_steps: int
+    num_train_epochs: float
+    steps: int  # optimizer steps
+    steps_per_epoch: int
+    effective_batch: int
+    train_rows: int
+    train_tokens: int  # tokens trained on over the whole run
+    reasons: list[str] = field(default_factory=list)
+
+    def changes(self) -> dict[str, Any]:
+        """The session fields this schedule sets (max_steps back to -1: epochs decide)."""
+        return {"training.learning_rate": self.learning_rate, "training.num_train_epochs": self.num_train_epochs,
+                "training.gradient_accumulation_steps": self.gradient_accumulation_steps, "training.max_steps": -1}
+
+
+def learning_rate_for(method: str, params: Optional[int]) -> float:
+    """Rule 1: the learning rate for `method` on a model of `params` parameters (two significant digits)."""
+    if not params or params <= 0:
+        lora = LORA_LR_AT_7B
+    else:
+        lora = min(LORA_LR_MAX, max(LORA_LR_MIN, LORA_LR_AT_7B * math.sqrt(ANCHOR_PARAMS / params)))
+    rate = lora / FULL_FT_DIVISOR if method == "full" else lora
+    return float(f"{rate:.2g}")
+
+
+def steps_per_epoch(rows: int, batch: int, accumulation: int, world_size: int = 1) -> int:
+    """Optimizer steps in one epoch, as transformers counts them (a last partial step counts)."""
+    batches = math.ceil(max(rows, 1) / (batch * max(world_size, 1)))
+    return max(1, math.ceil(batches / accumulation))
+
+
+def plan_schedule(train_rows: int, mean_tokens: float, method: str, params: Optional[int], per_device_batch: int,
+                  gradient_accumulation: int, world_size: int = 1) -> Schedule:
+    """Rules 2 and 3 (and 1): accumulation, epochs and learning rate for this data and model."""
+    rows = max(int(train_rows), 1)
+    reasons = []
+    accumulation = max(1, int(gradient_accumulation))
+    per_step_rows = per_device_batch * max(world_size, 1)
+    if steps_per_epoch(rows, per_device_batch, accumulation, world_size) < MIN_STEPS and accumulation > 1:
+        fitting = max(1, rows // (per_step_rows * MIN_STEPS))
+        lowered = min(accumulation, fitting)
+        if lowered < accumulation:
+            reasons.append(f"gradient accumulation {accumulation} → {lowered}: {rows:,} rows at an effective batch of "
+                           f"{per_step_rows * accumulation} would be only "
+                           f"{steps_per_epoch(rows, per_device_batch, accumulation, world_size)} optimizer steps an epoch")
+            accumulation = lowered
+    per_epoch = steps_per_epoch(rows, per_device_batch, accumulation, world_size)
+    if per_epoch >= MIN_STEPS * EPOCH_TOLERANCE:
+        epochs = 1
+        reasons.append(f"1 epoch: its {per_epoch:,} steps are about the {MIN_STEPS} a run needs or more; a second pass would repeat the data")
+    else:
+        epochs = min(MAX_EPOCHS, math.ceil(MIN_STEPS / per_epoch))
+        short = " (still few: more rows would teach more)" if epochs * per_epoch < MIN_STEPS * EPOCH_TOLERANCE else ""
+        reasons.append(f"{epochs} epochs: {per_epoch} steps an epoch, {MIN_STEPS} wanted, at most {MAX_EPOCHS} epochs{short}")
+    rate = learning_rate_for(method, params)
+    size = f"{params / 1e9:.2g}B" if params else "an unknown size"
+    reasons.append(f"learning rate {rate:g} for {method} on a {size} model (2e-4 at 7B, × 1/√size, within 1e-4-1e-3"
+                   + (", ÷10 for full fine-tuning" if method == "full" else "") + ")")
+    return Schedule(
+        learning_rate=rate, gradient_accumulation_steps=accumulation, num_train_epochs=float(epochs),
+        steps=per_epoch * epochs, steps_per_epoch=per_epoch, effective_batch=per_step_rows * accumulation,
+        train_rows=rows, train_tokens=int(round(rows * epochs * max(mean_tokens, 0.0))), reasons=reasons,
+    )
+
+
+def flops_per_token(params: int, method: str, gradient_checkpointing: bool) -> float:
+    passes = 6 if method == "full" else 4
+    if gradient_checkpointing:
+        passes += 2
+    return passes * params
+
+
+def gpu_peak_tflops(name: str, compute_capability: Optional[tuple] = None) -> float:
+    for key in sorted(GPU_PEAK_TFLOPS, key=len, reverse=True):  # "RTX 4090" before "A10" inside other names
+        if key.lower() in name.lower():
+            return GPU_PEAK_TFLOPS[key]
+    major = compute_capability[0] if compute_capability else 0
+    return 400.0 if major >= 9 else 100.0 if major >= 8 else 30.0
+
+
+def estimate_seconds(train_tokens: int, steps: int, params: int, method: str, gradient_checkpointing: bool, *,
+                     gpu_name: Optional[str] = None, compute_capability: Optional[tuple] = None,
+                     num_gpus: int = 1, cpu_cores: int = 1) -> float:
+    """About how long training takes (evaluation and loading not counted): FLOPs over throughput."""
+    work = train_tokens * flops_per_token(params, method, gradient_checkpointing)
+    if gpu_name:
+        rate = gpu_peak_tflops(gpu_name, compute_capability) * 1e12 * GPU_UTILISATION * max(num_gpus, 1)
+        return max(work / rate, steps * GPU_STEP_FLOOR_S)
+    return work / (CPU_GFLOPS_PER_CORE * 1e9 * max(cpu_cores, 1))
+
+
+def recommended_template(model_name: str, has_chat_template: Optional[bool] = None) -> str:
+    """The prompt layout for a model: its own chat template for an instruct / chat model (it already
+    answers in that layout, so training starts closer to the task: measured on the demo, see
+    RESULTS.md), the Alpaca layout otherwise (a base model's chat tokens may be untrained)."""
+    if has_chat_template is False:
+        return "alpaca"
+    import re
+
+    words = set(re.split(r"[^a-z0-9]+", model_name.lower()))
+    instruct = bool(words & {"instruct", "chat", "it", "assistant"}) or "instruct" in model_name.lower()
+    return "chat" if instruct else "alpaca"
+
+
+def describe_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_MODEL := HuggingFaceTB/SmolLM2-135M-Instruct
 
-.PHONY: setup demo lint test test-fast screenshots bench clean
+.PHONY: setup demo lint browser test test-fast screenshots bench clean
 
 # The venv is rebuilt only when the project's dependencies change.
 $(BIN)/.installed: pyproject.toml
@@ -22,7 +22,21 @@ demo: setup
 lint: $(BIN)/.installed
 	$(BIN)/ruff check engine tui tests benchmarks scripts
 
-test: setup lint
+# Headless Chromium for tests/test_serve.py: Debian's package (Playwright's own browser download is
+# not reachable). Installed only when missing; without root or apt-get it says so and the test skips.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ] || ! command -v apt-get >/dev/null; then \
+	    echo "make browser: $(CHROMIUM) is missing and installing it needs root and apt-get (apt-get install -y chromium); tests/test_serve.py will skip."; \
+	  else \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; } \
+	      || echo "make browser: apt-get could not install chromium; tests/test_serve.py will skip."; \
+	  fi; }
+
+test: setup lint browser
 	$(BIN)/python -m pytest -q --timeout=900 --durations=15 tests
 
 test-fast: setup

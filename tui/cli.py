@@ -46,6 +46,7 @@ SUBCOMMANDS = {
     "runs": "engine.runs.commands:runs_command",
     "stop": "engine.runs.commands:stop_command",
     "eval": "engine.evaluation.evaluate:eval_command",
+    "serve": "tui.serve:serve_command",
 }
 
 

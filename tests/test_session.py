@@ -131,3 +131,34 @@ def test_an_existing_folder_is_a_path_not_a_hub_id(tmp_path):
     (tmp_path / "owner" / "name").mkdir(parents=True)
     assert is_hub_id("owner/name", tmp_path) is False
     assert is_hub_id("owner/other", tmp_path) is True
+
+
+def test_distributed_section_defaults_to_one_process_and_old_sessions_load(tmp_path):
+    old = session_from_dict({"dataset": {"path": "d.jsonl"}})  # written before the section existed
+    d = old.distributed
+    assert (d.strategy, d.nproc_per_node, d.nnodes, d.node_rank, d.rdzv_endpoint) == ("auto", 1, 1, 0, None)
+    assert "distributed" not in json.loads(old.to_json())  # one process: the file stays as it was
+    several = old.with_changes({"distributed": {"nproc_per_node": "auto", "strategy": "fsdp"}})
+    path = save_session(several, tmp_path / "s.json")
+    written = json.loads(path.read_text())["distributed"]
+    assert written == {"strategy": "fsdp", "nproc_per_node": "auto", "nnodes": 1, "node_rank": 0, "rdzv_endpoint": None}
+    assert load_session(path).distributed == several.distributed
+
+
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ({"nnodes": 2}, "distributed.rdzv_endpoint is required when nnodes is above 1"),
+        ({"nnodes": 2, "rdzv_endpoint": "10.0.0.1"}, "distributed.rdzv_endpoint must be HOST:PORT"),
+        ({"nnodes": 2, "node_rank": 2, "rdzv_endpoint": "h:29500"}, "distributed.node_rank must be below nnodes (2)"),
+        ({"strategy": "none", "nproc_per_node": 4}, 'distributed.nproc_per_node must be 1 with strategy "none"'),
+        ({"nproc_per_node": "2"}, 'distributed.nproc_per_node must be a whole number of processes (1 or more) or "auto"'),
+        ({"nproc_per_node": 0}, "distributed.nproc_per_node must be a whole number"),
+        ({"strategy": "deepspeed"}, "distributed.strategy"),
+        ({"world_size": 2}, "distributed.world_size is not a known field"),
+    ],
+)
+def test_bad_distributed_sections_name_the_field(section, expected):
+    with pytest.raises(SessionError) as err:
+        session_from_dict({"dataset": {"path": "d"}, "distributed": section}, where="s.json")
+    assert expected in str(err.value) and "\n" not in str(err.value)

@@ -98,6 +98,60 @@ class OutputSection(_Section):
     save_merged: bool = False
 
 
+Strategy = Literal["auto", "none", "ddp", "fsdp"]
+
+
+class DistributedSection(_Section):
+    """Several processes through torchrun (torch.distributed.run), with torchrun's own names.
+
+    The default is one process. `nproc_per_node` "auto" means every visible GPU (1 on the CPU);
+    `strategy` "auto" is DDP for several processes, "none" one process, "fsdp" shards weights,
+    gradients and optimizer state over the processes (FSDP2). With `nnodes` above 1 every node runs
+    `lora-tui --replay SESSION --node-rank I` and `rdzv_endpoint` is node 0's HOST:PORT.
+    """
+
+    strategy: Strategy = "auto"
+    nproc_per_node: Union[PositiveInt, Literal["auto"]] = 1
+    nnodes: PositiveInt = 1
+    node_rank: int = Field(0, ge=0)
+    rdzv_endpoint: Optional[str] = Field(None, validate_default=True)
+
+    @field_validator("nproc_per_node", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value):
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError('must be a whole number of processes (1 or more) or "auto" (every visible GPU)')
+        return value
+
+    @field_validator("nproc_per_node", "nnodes")
+    @classmethod
+    def _one_process_for_none(cls, value, info):
+        if info.data.get("strategy") == "none" and isinstance(value, int) and value > 1:
+            raise ValueError('must be 1 with strategy "none" (one process); choose strategy "ddp" or "fsdp" for several')
+        return value
+
+    @field_validator("node_rank")
+    @classmethod
+    def _node_rank_below_nnodes(cls, value, info):
+        nnodes = info.data.get("nnodes", 1)
+        if value >= nnodes:
+            raise ValueError(f"must be below nnodes ({nnodes}): nodes are numbered 0 to {nnodes - 1}")
+        return value
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, value, info):
+        example = 'node 0\'s address and a free port, such as "10.0.0.1:29500"'
+        if value is None:
+            if info.data.get("nnodes", 1) > 1:
+                raise ValueError(f"is required when nnodes is above 1: give {example}")
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be HOST:PORT, {example}")
+        return value
+
+
 class Session(_Section):
     version: Literal[1] = SCHEMA_VERSION
     model: ModelSection = Field(default_factory=ModelSection)
@@ -107,6 +161,8 @@ class Session(_Section):
     dataset: DatasetSection
     training: TrainingSection = Field(default_factory=TrainingSection)
     output: OutputSection = Field(default_factory=OutputSection)
+    # Several processes (torchrun); older sessions have no such section and mean one process.
+    distributed: DistributedSection = Field(default_factory=DistributedSection)
 
     @model_validator(mode="after")
     def _eval_needs_rows(self):
@@ -147,7 +203,10 @@ class Session(_Section):
         return session_from_dict(data, where=where)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        data = self.to_dict()
+        if data.get("distributed") == DistributedSection().model_dump(mode="json"):
+            del data["distributed"]  # one process: the file stays as it was before the section existed
+        return json.dumps(data, indent=2) + "\n"
 
     def resolved(self, base_dir: Path) -> Session:
         """A copy whose relative paths are made absolute against `base_dir` (the session's folder)."""

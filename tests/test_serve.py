@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tui.serve import exposure_warning, is_loopback
@@ -69,17 +70,31 @@ def _chromium() -> str:
     return str(CHROMIUM)
 
 
-def _wait_for_port(port: int, server: subprocess.Popen, timeout: float = 30) -> None:
+def _wait_for_port(port: int, server: subprocess.Popen, log: Path, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"lora-tui serve exited with {server.returncode}: {server.stdout.read()[-2000:]}")
+            pytest.fail(f"lora-tui serve exited with {server.returncode}: {log.read_text()[-2000:]}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.2)
     pytest.fail(f"lora-tui serve did not listen on port {port} within {timeout:.0f} s")
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def _wait_for_text(page, wanted: list[str], timeout: float, unless: str | None = None) -> str:
@@ -100,11 +115,13 @@ def test_the_wizard_in_chromium_shows_hardware_then_model(tmp_path):
     chromium = _chromium()
     playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is a dev dependency: pip install -e '.[dev]'")
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                              env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)  # its group holds the wizard processes it starts
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", str(port)], cwd=tmp_path,
+                                  env=_env(tmp_path), stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # its group holds the wizard processes it starts
     try:
-        _wait_for_port(port, server)
+        _wait_for_port(port, server, log)
         with playwright.sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             try:
@@ -124,10 +141,20 @@ def test_the_wizard_in_chromium_shows_hardware_then_model(tmp_path):
                 page.keyboard.press("Control+n")
                 model = _wait_for_text(page, ["Model", "Type a Hugging Face id"], timeout=30)
                 assert "What this machine has" not in model
+                # Stopped with the tab still open, the server ends the tab's wizard too.
+                wizards = psutil.Process(server.pid).children(recursive=True)
+                assert any("tui.cli" in _command_line(w) for w in wizards)
+                server.send_signal(signal.SIGTERM)
+                assert server.wait(timeout=30) == 0, log.read_text()[-2000:]
+                left = [w.pid for w in wizards if _alive(w)]
+                assert left == [], f"wizard processes left running after the server stopped: {left}"
             finally:
                 browser.close()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)  # whatever is left of its group
+        except ProcessLookupError:
+            pass
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -19,6 +19,7 @@ from engine.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+WIZARD_GRACE_S = 3.0  # a tab's wizard gets this long to quit when the server stops
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,9 +92,64 @@ def serve_command(argv: list[str]) -> int:
     warning = exposure_warning(args.host, args.port)
     if warning:
         print(warning, file=sys.stderr)
-    server = Server(wizard_command(args), host=args.host, port=args.port, title="lora-tui", public_url=args.public_url)
+
+    class WizardServer(Server):
+        def request_exit(self) -> None:
+            """Ctrl+C or SIGTERM: textual-serve waits for every open tab's wizard to quit, and a wizard
+            busy in a worker (reading a model) takes its time; ask them now, and insist after a grace."""
+            import asyncio
+
+            wizards = _wizards()
+            _signal(wizards, "terminate")
+            asyncio.get_event_loop().call_later(WIZARD_GRACE_S, _signal, wizards, "kill")
+            super().request_exit()
+
+    server = WizardServer(wizard_command(args), host=args.host, port=args.port, title="lora-tui", public_url=args.public_url)
     try:
         server.serve()
     except OSError as exc:  # the port is taken, or the address is not this machine's
         raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another --port or --host.") from exc
+    finally:
+        end_wizards()
     return 0
+
+
+def _wizards() -> list:
+    """The processes textual-serve started for the tabs (`sh -c ...` and the wizard under it).
+
+    Only this session's: a training run started from a tab is a session of its own and goes on,
+    as it does when a terminal closes.
+    """
+    import psutil
+
+    here = os.getsid(0)
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if os.getsid(child.pid) == here:
+                found.append(child)
+        except OSError:
+            pass  # ended meanwhile
+    return found
+
+
+def _signal(processes: list, how: str) -> None:
+    """`terminate` (SIGTERM: the wizard quits as from ctrl+q; its draft is saved as it goes) or `kill`."""
+    import psutil
+
+    for process in processes:
+        try:
+            if process.is_running():
+                getattr(process, how)()
+        except psutil.Error:
+            pass  # ended meanwhile
+
+
+def end_wizards(timeout: float = WIZARD_GRACE_S) -> None:
+    """Stop the wizards of tabs still open when the server has stopped."""
+    import psutil
+
+    wizards = _wizards()
+    _signal(wizards, "terminate")
+    _, alive = psutil.wait_procs(wizards, timeout=timeout)
+    _signal(alive, "kill")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 # Piped (a log file, `| tee`), the step counter is a plain line this often, not on every step.
 PIPED_STEP_SECONDS = 30.0

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/peak_memory.py [--cases lora:256,lora:512,qlora:256,qlora:512] [--steps 4]
 
 Each case is a real `lora-tui --replay` of the demo model on rows long enough that every batch is
-full (truncated at max_seq_length), and the estimate is `engine.planner.memory.estimate_memory` on
-`engine.planner.architecture.inspect_model` with that session's settings, as the planner computes it.
+full (truncated at max_seq_length), and the estimate is `engine.planner.memory.estimate_for_session` on
+`engine.planner.architecture.inspect_model`: that session's settings on its backend's terms (--backend).
 
   CPU: measured = the worker's peak RSS (the kernel's high-water mark, getrusage of the reaped
        worker), against the estimate with device="cpu" (which includes the Python process and
@@ -37,19 +37,13 @@ from benchmarks.replay_runs import (
 
 
 def planner_estimate(session, device: str):
-    """The planner's figure for exactly this session."""
+    """The planner's figure for exactly this session, on its backend's terms."""
     from engine.models import resolve_model
     from engine.planner.architecture import inspect_model
-    from engine.planner.memory import estimate_memory
+    from engine.planner.memory import estimate_for_session
 
     info = inspect_model(resolve_model(session.model.name).path)
-    t = session.training
-    return estimate_memory(
-        info, session.method, r=session.lora.r, target_modules=session.lora.target_modules,
-        batch_size=t.per_device_train_batch_size, seq_len=session.model.max_seq_length,
-        gradient_checkpointing=t.gradient_checkpointing, optim=t.optim, device=device,
-        loss_kernel="eager" if session.backend == "peft" else "fused",
-    )
+    return estimate_for_session(info, session, device=device)
 
 
 class NvmlPeak:
@@ -88,12 +82,15 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--backend", choices=("unsloth", "peft"), default="unsloth")
     parser.add_argument("--model", default=DEMO_MODEL)
+    parser.add_argument("--gradient-checkpointing", default="unsloth", choices=("unsloth", "true", "false"),
+                        help="the session's training.gradient_checkpointing (default unsloth)")
     parser.add_argument("--json-out", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     from engine.quiet import quiet_libraries
 
     quiet_libraries()  # the planner imports torch (meta-device models): keep its notices off the table
+    checkpointing = {"true": True, "false": False}.get(args.gradient_checkpointing, args.gradient_checkpointing)
     gpu = on_gpu()
     device = "cuda" if gpu else "cpu"
     info = machine()
@@ -105,7 +102,8 @@ def main() -> int:
             data = write_long_rows(work / f"rows-{seq_len}.jsonl", rows=64, words=seq_len)  # > seq_len tokens a row
             name = f"{method}-{seq_len}"
             session = make_session(work / name, dataset=data, model=args.model, method=method, backend=args.backend,
-                                   max_seq_length=seq_len, batch_size=args.batch_size, steps=args.steps)
+                                   max_seq_length=seq_len, batch_size=args.batch_size, steps=args.steps,
+                                   gradient_checkpointing=checkpointing)
             estimate = planner_estimate(session, device)
             sampler = NvmlPeak() if gpu else None
             run = run_replay(session, work, name, sampler=sampler)

@@ -10,7 +10,15 @@ import pytest
 
 from engine.errors import UserError
 from engine.planner.architecture import inspect_model
-from engine.planner.memory import COMPONENTS, GIB, NF4_DOUBLE_QUANT_BYTES, estimate_all, estimate_memory
+from engine.planner.memory import (
+    COMPONENTS,
+    GIB,
+    NF4_DOUBLE_QUANT_BYTES,
+    estimate_all,
+    estimate_by_backend,
+    estimate_for_session,
+    estimate_memory,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "tests" / "configs"
@@ -77,9 +85,17 @@ def test_cpu_overhead_has_no_cuda_context():
     gpu = estimate_memory(smol, "lora")
     cpu = estimate_memory(smol, "lora", device="cpu")
     assert cpu.device == "cpu" and gpu.components["overhead"] != cpu.components["overhead"]
-    # Unsloth loads fp32 on a CPU: weights and activations take twice the bytes.
+    # Both backends load fp32 on a CPU: weights take twice the bytes.
     assert cpu.components["weights"] == pytest.approx(smol.params * 4 / GIB, abs=0.001)
-    assert cpu.components["activations"] == pytest.approx(2 * gpu.components["activations"], rel=0.01)
+    # The worker's RSS keeps most of the un-checkpointed activations (glibc keeps the freed blocks):
+    # checkpointing saves little RAM there, unlike on a GPU.
+    from engine.planner.memory_terms import CPU_RETAINED, activation_bytes_per_token_layer
+
+    all_layers = smol.num_layers * activation_bytes_per_token_layer(smol) * 2 * 4 * 512 / GIB
+    assert cpu.components["activations"] == pytest.approx(CPU_RETAINED * all_layers, rel=0.01)
+    assert cpu.components["activations"] > 5 * gpu.components["activations"]
+    without = estimate_memory(smol, "lora", device="cpu", gradient_checkpointing=False)
+    assert without.components["activations"] > cpu.components["activations"]
 
 
 @pytest.mark.parametrize(
@@ -91,6 +107,8 @@ def test_cpu_overhead_has_no_cuda_context():
         (dict(method="lora", r=0), "lora.r"),
         (dict(method="lora", gradient_checkpointing="sometimes"), "gradient_checkpointing"),
         (dict(method="lora", target_modules=["nope"]), "does not have"),
+        (dict(method="lora", backend="deepspeed"), "backend must be"),
+        (dict(method="lora", loss_kernel="magic"), "loss_kernel must be"),
     ],
 )
 def test_bad_settings_are_one_sentence(kwargs, message):
@@ -113,12 +131,73 @@ def _benchmark():
     return module
 
 
-def test_calibration_error_on_published_peaks():
+AL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_backends_differ_where_they_train_differently():
+    llama = info("llama-3.1-8b")
+    kwargs = dict(r=32, target_modules=AL, batch_size=1, seq_len=8192, gradient_checkpointing="unsloth")
+    both = estimate_by_backend(llama, "qlora", **kwargs)
+    unsloth, peft = both["unsloth"], both["peft"]
+    assert (unsloth.backend, unsloth.loss_kernel, peft.backend, peft.loss_kernel) == ("unsloth", "fused", "peft", "eager")
+    # PEFT's prepare_model_for_kbit_training keeps the embeddings and the output head (1.05B) in fp32.
+    assert peft.components["weights"] - unsloth.components["weights"] == pytest.approx(llama.embedding_params * 2 / GIB, rel=0.01)
+    # "unsloth" checkpointing is plain checkpointing on the peft backend: one hidden state a layer stays.
+    assert peft.components["activations"] - unsloth.components["activations"] == pytest.approx(
+        llama.num_layers * llama.hidden_size * 2 * 8192 / GIB, rel=0.01)
+    # Full logits at 16 bytes against one fused chunk of 1,024 tokens.
+    assert peft.components["logits"] == pytest.approx(8192 * llama.vocab_size * 16 / GIB, rel=0.01)
+    assert unsloth.components["logits"] == pytest.approx(1024 * llama.vocab_size * 6 / GIB, rel=0.01)
+    # "auto" is planned as Unsloth; no backend is the plain terms with the knobs as given.
+    assert estimate_memory(llama, "qlora", backend="auto", **kwargs).total_gb == unsloth.total_gb
+    plain = estimate_memory(llama, "qlora", **kwargs)
+    assert plain.backend is None and plain.loss_kernel == "eager"
+    assert plain.components["weights"] == unsloth.components["weights"]
+    # An explicit loss kernel overrides the backend's.
+    assert estimate_memory(llama, "qlora", backend="peft", loss_kernel="fused", **kwargs).components["logits"] == unsloth.components["logits"]
+
+
+def test_session_estimate_follows_the_session_backend():
+    from engine.session.schema import Session
+
+    model = str(CONFIGS / "llama-3.1-8b")
+    session = Session.model_validate({"model": {"name": model, "max_seq_length": 4096}, "method": "qlora",
+                                      "backend": "peft", "dataset": {"path": "x.jsonl"}})
+    llama = info("llama-3.1-8b")
+    peft = estimate_for_session(llama, session)
+    assert peft.backend == "peft" and peft.seq_len == 4096 and peft.r == session.lora.r
+    assert estimate_for_session(llama, session, backend="auto").total_gb < peft.total_gb
+
+
+def _rows_of(backend: str):
     bench = _benchmark()
-    rows = bench.evaluate()
-    figures = bench.summary(rows)
-    assert figures["measured"]["points"] >= 10
-    assert figures["measured"]["median_abs_error"] < 0.10
-    assert figures["measured"]["max_abs_error"] < 0.25
-    assert figures["rule"]["median_abs_error"] < 0.15
-    assert figures["bound"]["held"] == figures["bound"]["points"]
+    return [row for row in bench.evaluate() if row["point"].group == backend], bench
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "peft"])
+def test_each_published_point_within_ten_percent_per_backend(backend):
+    """Issue 16: each backend's estimate is within 10 % of every published and measured point
+    (Unsloth's long-context limits for Llama 3.1 8B and 3.3 70B per card, both columns; this
+    machine's CPU runs), and respects every published OOM."""
+    rows, bench = _rows_of(backend)
+    measured = [row for row in rows if row["point"].kind == "measured"]
+    assert len(measured) >= 8
+    worst = max(measured, key=lambda row: abs(row["error"]))
+    assert abs(worst["error"]) <= bench.GOAL, (worst["point"], worst["comparable"])
+    checks = [row for row in rows if row["point"].kind in ("bound", "oom")]
+    assert all(row["held"] for row in checks), [row["point"].note for row in checks if not row["held"]]
+    if backend == "peft":  # Hugging Face + FA2 runs out of memory on 8 GB (8B) and 48 GB (70B) at any length
+        assert len(checks) == 2
+    # Real configs on the meta device: the 8B and 70B points are both there.
+    assert {row["point"].model for row in measured} >= {"llama-3.1-8b", "llama-3.1-70b", "smollm2-135m"}
+
+
+def test_calibration_error_of_other_frameworks_and_rules():
+    bench = _benchmark()
+    figures = bench.summary(bench.evaluate())
+    other = figures["other"]
+    assert other["measured"]["points"] >= 6
+    assert other["measured"]["median_abs_error"] < 0.15
+    assert other["measured"]["max_abs_error"] < 0.25
+    assert other["rule"]["median_abs_error"] < 0.15
+    assert other["bound"]["held"] == other["bound"]["points"]

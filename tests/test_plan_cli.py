@@ -23,7 +23,11 @@ CONTRACT = [
     "recommendation.method", "recommendation.r", "recommendation.lora_alpha",
     "recommendation.per_device_train_batch_size", "recommendation.gradient_accumulation_steps",
     "recommendation.gradient_checkpointing", "recommendation.reason",
+    "settings.backend", "estimates.full.by_backend.unsloth.total_gb", "estimates.full.by_backend.peft.total_gb",
+    "estimates.lora.by_backend.unsloth.total_gb", "estimates.lora.by_backend.peft.total_gb",
+    "estimates.qlora.by_backend.unsloth.total_gb", "estimates.qlora.by_backend.peft.total_gb",
 ]
+LLAMA_8B = str(CONFIGS / "llama-3.1-8b")
 CPU_ONLY = {"gpus": [], "cpu_cores": 8, "ram_total_gb": 31.3, "ram_available_gb": 24.6, "disk_free_gb": 120.0}
 L4 = {"gpus": [{"name": "NVIDIA L4", "total_gb": 22.5, "free_gb": 22.0, "used_gb": 0.5, "compute_capability": [8, 9],
                 "bf16": True, "driver": "550.90.07"}], "cpu_cores": 8, "ram_total_gb": 31.3, "ram_available_gb": 24.6,
@@ -64,6 +68,51 @@ def test_json_has_the_contract_keys(tmp_path):
         assert isinstance(estimate["total_gb"], float)
         assert set(estimate["components"]) == {"weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead"}
     assert plan["estimates"]["full"]["fits"] is False and plan["estimates"]["qlora"]["fits"] is True
+    # No --backend: "auto", planned for Unsloth, with the peft figures beside it.
+    assert plan["settings"]["backend"] == "unsloth" and plan["settings"]["backend_option"] == "auto"
+    for method in ("full", "lora", "qlora"):
+        both = plan["estimates"][method]["by_backend"]
+        assert set(both) == {"unsloth", "peft"}
+        assert both["unsloth"]["total_gb"] == plan["estimates"][method]["total_gb"]
+        assert both["peft"]["total_gb"] > both["unsloth"]["total_gb"]  # checkpoints on the GPU, full logits
+
+
+def test_backend_and_rank_flags(tmp_path):
+    done = plan_cli("--model", LLAMA_8B, "--vram", "48", "--backend", "peft", "--rank", "32", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["settings"]["backend"] == "peft" and plan["settings"]["r"] == 32
+    assert plan["recommendation"]["r"] == 32 and plan["recommendation"]["lora_alpha"] == 64
+    assert plan["trainable_params"] == 2 * 41_943_040
+    assert plan["estimates"]["lora"]["trainable_params"] == 2 * 41_943_040
+    qlora = plan["estimates"]["qlora"]
+    assert qlora["total_gb"] == qlora["by_backend"]["peft"]["total_gb"]
+    assert plan["settings"]["gradient_checkpointing"] is True  # the peft backend keeps checkpoints on the GPU
+
+
+def test_peft_on_a_long_sequence_warns_before_it_runs_out_of_memory():
+    """Hugging Face + FA2 fits Llama 3.1 8B QLoRA r 32 up to about 28k tokens on 80 GB (Unsloth's table):
+    at that length the peft estimate is the card, over the 90 % budget; Unsloth's is a fraction of it."""
+    base = profile_from_dict(CPU_ONLY)
+    peft = build_plan(LLAMA_8B, vram_gb=80, hardware=base, seq_len=28454, batch=1, backend="peft", rank=32)
+    qlora = peft["estimates"]["qlora"]
+    assert qlora["total_gb"] == pytest.approx(80, rel=0.10) and qlora["total_gb"] > peft["hardware"]["budget_gb"]
+    assert qlora["fits"] is False and qlora["by_backend"]["unsloth"]["fits"] is True
+    assert peft["recommendation"]["method"] is None
+    assert len(peft["warnings"]) == 1 and "would run out of memory" in peft["warnings"][0]
+    assert "--backend unsloth" in peft["warnings"][0]
+    text = format_plan(peft)
+    assert "Warning" in text and "would run out of memory" in text and "Backend   peft" in text
+    unsloth = build_plan(LLAMA_8B, vram_gb=80, hardware=base, seq_len=28454, batch=1, backend="unsloth", rank=32)
+    assert unsloth["settings"]["backend"] == "unsloth"
+    assert unsloth["estimates"]["qlora"]["total_gb"] < 0.25 * 80
+    assert unsloth["recommendation"]["method"] is not None
+    # The recommended plan fits only with Unsloth's kernels: said before a run, too.
+    assert unsloth["recommendation"]["backend"] == "unsloth"
+    assert any("peft backend would run out of memory" in w for w in unsloth["warnings"])
+    # A shorter sequence fits either backend: no warning.
+    short = build_plan(LLAMA_8B, vram_gb=80, hardware=base, seq_len=8192, batch=1, backend="peft", rank=32)
+    assert short["estimates"]["qlora"]["fits"] is True and short["warnings"] == []
 
 
 def test_table_through_the_hardware_seam(tmp_path):
@@ -97,6 +146,8 @@ def test_cpu_only_machine_plans_with_ram(tmp_path):
         (["--model", "tests/configs/smollm2-135m", "--gpu", "RTX 9090"], "not in the GPU catalogue"),
         (["--model", "tests/configs/smollm2-135m", "--gpu", "T4", "--vram", "8"], "not allowed with"),
         (["--model", "tests/configs/smollm2-135m", "--batch", "0"], "--batch must be a positive"),
+        (["--model", "tests/configs/smollm2-135m", "--rank", "0"], "--rank must be a positive"),
+        (["--model", "tests/configs/smollm2-135m", "--backend", "deepspeed"], "invalid choice"),
         (["--vram", "8"], "--model"),
     ],
 )
@@ -122,7 +173,10 @@ def test_build_plan_in_process_and_format():
     plan = build_plan(str(CONFIGS / "gemma-2-9b"), vram_gb=16, hardware=base, seq_len=9000)
     # 9000 tokens x a 256k vocabulary: transformers' eager loss alone outgrows 16 GB; Unsloth's fused loss fits.
     assert plan["recommendation"]["method"] == "qlora" and plan["recommendation"]["backend"] == "unsloth"
-    assert plan["estimates"]["qlora"]["components"]["logits"] > 16
+    assert plan["estimates"]["qlora"]["components"]["logits"] < 2  # one 1,024-token chunk
+    assert plan["estimates"]["qlora"]["by_backend"]["peft"]["total_gb"] > 16
+    peft = build_plan(str(CONFIGS / "gemma-2-9b"), vram_gb=16, hardware=base, seq_len=9000, backend="peft")
+    assert peft["estimates"]["qlora"]["components"]["logits"] > 16
     assert plan["hardware"]["vram_gb"] == 16.0 and plan["hardware"]["budget_gb"] == 14.4
     assert any("longer than the model's context length" in note for note in plan["notes"])
     text = format_plan(plan)

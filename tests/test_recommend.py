@@ -20,17 +20,21 @@ def info(name):
 
 
 @pytest.mark.parametrize(
-    "vram, method, checkpointing",
-    [(8, None, None), (16, "qlora", True), (24, "lora", True), (48, "lora", False), (80, "full", False)],
+    "vram, method, checkpointing, pinned",
+    [(8, None, None, None), (16, "qlora", True, None), (24, "lora", True, "unsloth"), (48, "lora", False, None),
+     (80, "full", False, None)],
 )
-def test_llama_8b_across_gpu_sizes(vram, method, checkpointing):
-    rec = recommend(info("llama-3.1-8b"), vram)
-    assert rec.method == method
+def test_llama_8b_across_gpu_sizes(vram, method, checkpointing, pinned):
+    rec = recommend(info("llama-3.1-8b"), vram)  # backend "auto": planned for Unsloth, peft checked
+    assert rec.method == method and rec.planned_backend == "unsloth"
     if method is None:
         assert "Nothing fits in 8 GB" in rec.reason
         assert "max_seq_length 256" in rec.reason and "GPU with at least" in rec.reason and "would fit" in rec.reason
         return
-    assert rec.backend is None  # fits the plain transformers + PEFT path too
+    # Pinned to unsloth exactly when the same step would not fit on the peft backend.
+    assert rec.backend == pinned
+    assert (rec.by_backend["peft"] > vram * HEADROOM) == (pinned == "unsloth")
+    assert rec.by_backend["unsloth"] == rec.estimate.total_gb
     assert rec.gradient_checkpointing is checkpointing
     assert rec.estimate.total_gb <= vram * HEADROOM
     assert rec.reason.endswith(".") and "\n" not in rec.reason
@@ -65,8 +69,8 @@ def test_lower_batch_keeps_the_effective_batch():
 def test_rank_64_is_offered_when_it_fits():
     roomy = recommend(info("llama-3.1-8b"), 48)
     assert roomy.higher_capacity_fits and "rank 64 would fit too" in roomy.reason
-    tight = recommend(info("llama-3.1-8b"), 24)
-    assert not tight.higher_capacity_fits
+    tight = recommend(info("llama-3.1-8b"), 16, backend="peft")
+    assert tight.method == "qlora" and not tight.higher_capacity_fits
 
 
 def test_seventy_b_needs_80gb_and_says_what_would_fit_below():
@@ -91,7 +95,8 @@ def test_cpu_big_model_warns_and_falls_back_when_ram_is_short():
     model = info("llama-3.1-8b")
     roomy = recommend(model, None, ram_gb=64)
     assert roomy.method == "lora" and "trains very slowly on a CPU" in roomy.reason
-    short = recommend(model, None, ram_gb=16)
+    # fp32 embeddings (4.2 GB) and the activations a CPU worker's heap keeps: QLoRA needs about 13 GB.
+    short = recommend(model, None, ram_gb=24)
     assert short.method == "qlora" and "does not fit" in short.reason
     none = recommend(info("llama-3.1-70b"), None, ram_gb=16)
     assert none.method is None and "too little" in none.reason
@@ -123,3 +128,48 @@ def test_fits_only_with_unsloth_kernels_says_so():
     assert rec.method == "qlora" and rec.backend == "unsloth" and rec.gradient_checkpointing
     assert rec.estimate.components["logits"] < 1 and rec.estimate.total_gb <= 48 * HEADROOM
     assert "only with Unsloth's kernels" in rec.reason and "peft backend" in rec.reason
+    assert "the session's backend is set to unsloth" in rec.reason
+    assert rec.by_backend["peft"] > 48 * HEADROOM
+
+
+@pytest.mark.parametrize(
+    "vram, method, batch",
+    [(8, None, None), (16, "qlora", 4), (24, "lora", 2), (48, "lora", 4), (80, "full", 4)],
+)
+def test_llama_8b_on_the_peft_backend(vram, method, batch):
+    rec = recommend(info("llama-3.1-8b"), vram, backend="peft")
+    assert rec.method == method and rec.planned_backend == "peft" and rec.backend is None
+    if method is None:
+        assert "on the peft backend" in rec.reason and "GPU with at least" in rec.reason
+        return
+    assert rec.per_device_train_batch_size == batch
+    assert rec.estimate.backend == "peft" and rec.estimate.total_gb <= vram * HEADROOM
+    assert "on the peft backend" in rec.reason
+
+
+def test_peft_nothing_fits_points_to_unsloth():
+    rec = recommend(info("llama-3.1-70b"), 48, backend="peft")
+    assert rec.method is None
+    assert "the unsloth backend (QLoRA about" in rec.reason
+    assert rec.by_backend["peft"] > 48 * HEADROOM >= rec.by_backend["unsloth"]
+
+
+def test_explicit_unsloth_backend_plans_like_auto_without_the_fallback_sentence():
+    auto = recommend(info("llama-3.1-8b"), 24)
+    unsloth = recommend(info("llama-3.1-8b"), 24, backend="unsloth")
+    assert (unsloth.method, unsloth.per_device_train_batch_size) == (auto.method, auto.per_device_train_batch_size)
+    assert unsloth.backend == "unsloth" and "only with Unsloth's kernels" in unsloth.reason
+    assert "set to unsloth" in auto.reason and "set to unsloth" not in unsloth.reason
+
+
+def test_rank_is_planned_for():
+    model = info("llama-3.1-8b")
+    r32 = recommend(model, 48, r=32)
+    assert r32.r == 32 and r32.lora_alpha == 64 and "rank 32" in r32.reason
+    assert r32.estimate.trainable_params == 2 * recommend(model, 48).estimate.trainable_params
+    r64 = recommend(model, 48, r=64)
+    assert r64.r == 64 and not r64.higher_capacity_fits and "would fit too" not in r64.reason
+    with pytest.raises(UserError, match="--rank"):
+        recommend(model, 48, r=0)
+    with pytest.raises(UserError, match="--backend"):
+        recommend(model, 48, backend="deepspeed")

@@ -12,7 +12,8 @@ import json
 from engine.errors import UserError
 from engine.planner.architecture import inspect_model
 from engine.planner.hardware import HardwareProfile, load_gpu_catalogue, planned_hardware, probe_hardware
-from engine.planner.memory import COMPONENTS, METHODS, estimate_memory
+from engine.planner.memory import BACKENDS, COMPONENTS, METHODS, estimate_by_backend
+from engine.planner.memory_terms import planned_backend
 from engine.planner.recommend import DEFAULT_R, HEADROOM, OPTIM, RAM_HEADROOM, recommend
 from engine.planner.target_modules import count_trainable_params
 
@@ -30,12 +31,18 @@ def build_plan(
     hardware: HardwareProfile | None = None,
     gradient_accumulation_steps: int = GRADIENT_ACCUMULATION_STEPS,
     trust_remote_code: bool = False,
+    backend: str = "auto",
+    rank: int | None = None,
 ) -> dict:
     """The plan for `model` on the GPU named by `gpu` / sized by `vram_gb`, else on `hardware`
-    (else on this machine). Bad input raises UserError with one sentence."""
-    for label, value in (("--seq-len", seq_len), ("--batch", batch)):
+    (else on this machine), for `backend` ("auto" is planned as Unsloth, peft checked too) at LoRA
+    rank `rank` (default: the recommendation's). Bad input raises UserError with one sentence."""
+    for label, value in (("--seq-len", seq_len), ("--batch", batch), ("--rank", DEFAULT_R if rank is None else rank)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{label} must be a positive whole number, not {value!r}.")
+    if backend not in ("auto", *BACKENDS):
+        raise UserError(f'--backend must be "unsloth" or "peft" (or "auto"), not {backend!r}.')
+    planned = planned_backend(backend)
     if gpu is not None or vram_gb is not None:
         profile = planned_hardware(gpu=gpu, vram_gb=vram_gb, base=hardware)
     else:
@@ -46,27 +53,29 @@ def build_plan(
         device = "cpu"
         ram = profile.ram_available_gb or profile.ram_total_gb or None
         budget = ram * RAM_HEADROOM if ram else None
-        rec = recommend(info, None, seq_len=seq_len, batch_size=batch,
+        rec = recommend(info, None, seq_len=seq_len, batch_size=batch, backend=backend, r=rank or DEFAULT_R,
                         gradient_accumulation_steps=gradient_accumulation_steps, ram_gb=ram)
     else:
         device = "cuda"
         budget = profile.vram_gb * HEADROOM
-        rec = recommend(info, profile.vram_gb, seq_len=seq_len, batch_size=batch,
-                        gradient_accumulation_steps=gradient_accumulation_steps)
+        rec = recommend(info, profile.vram_gb, seq_len=seq_len, batch_size=batch, backend=backend,
+                        r=rank or DEFAULT_R, gradient_accumulation_steps=gradient_accumulation_steps)
 
+    r = rank or rec.r or DEFAULT_R
+    checkpointing = "unsloth" if planned == "unsloth" else True
     estimates = {}
     for method in METHODS:
-        estimate = estimate_memory(info, method, r=DEFAULT_R, target_modules=info.presets["recommended"],
-                                   batch_size=batch, seq_len=seq_len, gradient_checkpointing=True,
-                                   optim=OPTIM, device=device)
+        both = estimate_by_backend(info, method, r=r, target_modules=info.presets["recommended"], batch_size=batch,
+                                   seq_len=seq_len, gradient_checkpointing=checkpointing, optim=OPTIM, device=device)
+        estimate = both[planned]
         estimates[method] = {
             "total_gb": estimate.total_gb,
             "components": dict(estimate.components),
-            "fits": budget is None or estimate.total_gb <= budget,
+            "fits": _fits(estimate.total_gb, budget),
             "trainable_params": estimate.trainable_params,
+            "by_backend": {name: {"total_gb": e.total_gb, "fits": _fits(e.total_gb, budget)} for name, e in both.items()},
         }
 
-    r = rec.r or DEFAULT_R
     notes = list(rec.notes)
     if info.context_length and seq_len > info.context_length:
         notes.append(f"--seq-len {seq_len} is longer than the model's context length of {info.context_length:,} tokens.")
@@ -105,9 +114,11 @@ def build_plan(
             "seq_len": seq_len,
             "per_device_train_batch_size": batch,
             "gradient_accumulation_steps": gradient_accumulation_steps,
-            "gradient_checkpointing": True,
+            "gradient_checkpointing": checkpointing,
             "optim": OPTIM,
-            "r": DEFAULT_R,
+            "r": r,
+            "backend": planned,
+            "backend_option": backend,
         },
         "target_modules": {
             "available": list(info.linear_modules),
@@ -128,9 +139,51 @@ def build_plan(
             "estimate_gb": rec.estimate.total_gb if rec.estimate else None,
             "higher_capacity_fits": rec.higher_capacity_fits,
             "backend": rec.backend,
+            "planned_backend": rec.planned_backend,
+            "by_backend": dict(rec.by_backend),
         },
         "notes": notes,
+        "warnings": _warnings(rec, estimates, planned, budget, batch, seq_len, device),
     }
+
+
+def _fits(total_gb: float, budget: float | None) -> bool:
+    return budget is None or total_gb <= budget
+
+
+def _warnings(rec, estimates: dict, planned: str, budget, batch: int, seq_len: int, device: str) -> list[str]:
+    """What would run out of memory: said before a run, not found by one."""
+    if budget is None:
+        return []
+    other = "peft" if planned == "unsloth" else "unsloth"
+    shape = f"batch {batch} x {seq_len:,} tokens"
+    where = "RAM" if device == "cpu" else "GPU"
+    warnings = []
+    if rec.method is None:
+        leanest = rec.by_backend.get(planned, rec.estimate.total_gb if rec.estimate else 0.0)
+        text = (
+            f"On the {planned} backend a run at {shape} would run out of memory: even QLoRA at batch 1 needs about "
+            f"{leanest:.1f} GB, over the {budget:g} GB budget"
+        )
+        lean_other = rec.by_backend.get(other)
+        if lean_other is not None and lean_other <= budget:
+            text += f"; on the {other} backend it needs about {lean_other:.1f} GB (--backend {other})"
+        warnings.append(text + ".")
+    else:
+        over = [m for m in METHODS if not estimates[m]["fits"]]
+        rescued = [m for m in over if estimates[m]["by_backend"][other]["fits"]]
+        if rescued and planned == "peft":
+            names = " and ".join(METHOD_NAMES[m] for m in rescued)
+            warnings.append(
+                f"On the peft backend {names} at {shape} would run out of {where} memory; "
+                f"with --backend unsloth (Unsloth's kernels) {'it fits' if len(rescued) == 1 else 'they fit'}."
+            )
+    if rec.backend == "unsloth":
+        warnings.append(
+            f"The peft backend would run out of memory on the recommended plan (about {rec.by_backend['peft']:.1f} GB "
+            f"of a {budget:g} GB budget): run it with the unsloth backend (a session made from this plan pins it)."
+        )
+    return warnings
 
 
 def format_plan(plan: dict) -> str:
@@ -144,9 +197,11 @@ def format_plan(plan: dict) -> str:
         + (f", context {model['context_length']:,}" if model.get("context_length") else ""),
         f"Hardware  {hardware['summary']}",
         f"Settings  batch {settings['per_device_train_batch_size']} x {settings['seq_len']} tokens, "
-        f"gradient checkpointing, {settings['optim']}"
+        f"gradient checkpointing{_offloaded(settings, hardware)}, {settings['optim']}"
         + (" (torch AdamW on a CPU)" if hardware["device"] == "cpu" else "")
         + f", LoRA r {settings['r']} on the recommended modules",
+        f"Backend   {settings['backend']}"
+        + (" (auto: Unsloth where it imports; the peft backend is checked too)" if settings.get("backend_option") == "auto" else ""),
         "",
     ]
     where = "RAM" if hardware["device"] == "cpu" else "GPU memory"
@@ -160,6 +215,13 @@ def format_plan(plan: dict) -> str:
     budget = hardware.get("budget_gb")
     label = f"fits in {budget:g} GB" if budget is not None else "fits"
     lines.append(f"{label:<22}" + "".join(f"{'yes' if estimates[m]['fits'] else 'no':>18}" for m in METHODS))
+    for other in BACKENDS:
+        if other != settings["backend"]:
+            cells = []
+            for m in METHODS:
+                theirs = estimates[m]["by_backend"][other]
+                cells.append(f"{theirs['total_gb']:.2f}" + ("" if theirs["fits"] or budget is None else " (no)"))
+            lines.append(f"{'total on ' + other:<22}" + "".join(f"{cell:>18}" for cell in cells))
     if budget is not None:
         share = int(round(100 * (HEADROOM if hardware["device"] != "cpu" else RAM_HEADROOM)))
         room = "the system and the data pipeline" if hardware["device"] == "cpu" else "allocator spikes"
@@ -188,7 +250,15 @@ def format_plan(plan: dict) -> str:
     lines.append(f"                {rec['reason']}")
     for note in plan.get("notes", []):
         lines.append(f"Note            {note}")
+    for warning in plan.get("warnings", []):
+        lines.append(f"Warning         {warning}")
     return "\n".join(lines)
+
+
+def _offloaded(settings: dict, hardware: dict) -> str:
+    if settings["backend"] == "unsloth" and hardware["device"] != "cpu":
+        return " (Unsloth's, offloaded to RAM)"
+    return ""
 
 
 def _gb(value: float) -> str:
@@ -225,6 +295,9 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--gpu", metavar="NAME", help='plan for a GPU from the catalogue, e.g. "RTX 4090"')
     parser.add_argument("--seq-len", type=int, default=512, metavar="N", help="max_seq_length (default 512)")
     parser.add_argument("--batch", type=int, default=4, metavar="N", help="per_device_train_batch_size (default 4)")
+    parser.add_argument("--backend", choices=("unsloth", "peft", "auto"), default="auto",
+                        help="whose memory to estimate: unsloth or peft (default auto: Unsloth, with peft checked)")
+    parser.add_argument("--rank", type=int, metavar="N", help="LoRA rank r (default: the recommendation's, 16)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code")
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     return parser
@@ -235,7 +308,7 @@ def plan_command(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     plan = build_plan(
         args.model, vram_gb=args.vram, gpu=args.gpu, seq_len=args.seq_len, batch=args.batch,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, backend=args.backend, rank=args.rank,
     )
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0

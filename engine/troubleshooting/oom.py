@@ -140,22 +140,12 @@ def estimate_peak_gb(session: Session) -> Optional[float]:
     """The planner's peak-memory estimate for this session in GiB, or None when the planner (or the
     model's config) is not available: a remedy is still worth offering without a number."""
     from engine.planner.architecture import inspect_model  # torch on first use: the supervisor stays light
-    from engine.planner.memory import estimate_memory
+    from engine.planner.memory import estimate_for_session
 
     try:
         info = inspect_model(session.model.name, trust_remote_code=session.model.trust_remote_code)
-        estimate = estimate_memory(
-            info,
-            session.method,
-            r=session.lora.r,
-            target_modules=session.lora.target_modules,
-            batch_size=session.training.per_device_train_batch_size,
-            seq_len=session.model.max_seq_length,
-            gradient_checkpointing=session.training.gradient_checkpointing,
-            optim=session.training.optim,
-            device="cuda",  # out-of-memory is a GPU failure
-            loss_kernel="eager" if session.backend == "peft" else "fused",
-        )
+        # Out of memory is a GPU failure; the session's backend ("auto" is planned as Unsloth).
+        estimate = estimate_for_session(info, session, device="cuda")
     except Exception:  # a model the planner cannot read: the remedy stands without a number
         return None
     return round(float(estimate.total_gb), 2)

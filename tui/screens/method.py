@@ -117,25 +117,26 @@ class MethodScreen(StepScreen):
             self._plan_serial,
             session.model.name, session.lora.r, session.training.per_device_train_batch_size,
             session.training.gradient_accumulation_steps, session.model.max_seq_length, session.training.gradient_checkpointing,
-            list(session.lora.target_modules), session.training.optim,
+            list(session.lora.target_modules), session.training.optim, session.backend,
         )
 
     @work(thread=True, exclusive=True, group="plan", exit_on_error=False)
     def plan_worker(self, serial: int, name: str, r: int, batch: int, accumulation: int, seq_len: int, checkpointing,
-                    modules: list, optim: str) -> tuple:
+                    modules: list, optim: str, backend: str) -> tuple:
         from engine.planner.memory import estimate_memory
 
         info = self.wizard.model_info(name)
         budget = self.wizard.budget()
         device = "cpu" if budget.kind == "RAM" else "cuda"
-        key = (name, budget.label, budget.gb, seq_len)
+        key = (name, budget.label, budget.gb, seq_len, backend)
         # Recommended from the seed's batch 4 x 4, not from what is being typed: the advice
-        # should not chase the person's edits.
-        recommendation = self.wizard.cached(("recommend", *key), lambda: _recommend(info, budget, seq_len, 4, 4))
+        # should not chase the person's edits. Planned for the backend the session will run
+        # ("auto" as Unsloth, with peft checked).
+        recommendation = self.wizard.cached(("recommend", *key), lambda: _recommend(info, budget, seq_len, 4, 4, backend))
         usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
         estimates = {
             method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
-                                    gradient_checkpointing=checkpointing, optim=optim, device=device)
+                                    gradient_checkpointing=checkpointing, optim=optim, device=device, backend=backend)
             for method, _ in METHODS
         }
         return serial, key, budget, recommendation, estimates
@@ -159,7 +160,9 @@ class MethodScreen(StepScreen):
         self._recommendation, self._estimates = recommendation, estimates
         planned = " (planned)" if budget.planned else ""
         size = f"{budget.gb:.1f} GB" if budget.gb else "unknown"
-        self.query_one("#budget", Static).update(f"Budget: [b]{escape(budget.label)}[/b]{planned}, {size} of {budget.kind}.")
+        self.query_one("#budget", Static).update(
+            f"Budget: [b]{escape(budget.label)}[/b]{planned}, {size} of {budget.kind} · {_backend_label(key[-1], recommendation)}"
+        )
         for method, _ in METHODS:
             estimate = estimates[method]
             fits = budget.gb is not None and estimate.total_gb <= budget.gb
@@ -280,12 +283,23 @@ class MethodScreen(StepScreen):
         return None
 
 
-def _recommend(info, budget, seq_len: int, batch: int, accumulation: int):
+def _recommend(info, budget, seq_len: int, batch: int, accumulation: int, backend: str = "auto"):
     from engine.planner.recommend import recommend
 
     if budget.kind == "RAM":
-        return recommend(info, None, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation, ram_gb=budget.gb)
-    return recommend(info, budget.gb, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation)
+        return recommend(info, None, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation,
+                         ram_gb=budget.gb, backend=backend)
+    return recommend(info, budget.gb, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation,
+                     backend=backend)
+
+
+def _backend_label(backend: str, recommendation) -> str:
+    """Whose estimates these are: "auto" runs Unsloth where it imports, so it is planned for Unsloth."""
+    if backend == "auto":
+        return "backend unsloth (auto)."
+    if backend == "unsloth" and recommendation is not None and recommendation.backend == "unsloth":
+        return "backend unsloth (pinned: peft would not fit)."
+    return f"backend {backend}."
 
 
 def _available(info) -> set[str]:

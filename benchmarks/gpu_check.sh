@@ -95,4 +95,16 @@ bench() {  # NAME SECONDS SCRIPT ARGS...: one benchmark, its table to NAME.txt a
 bench overhead 240 benchmarks/wrapper_overhead.py --model "$MODEL" --steps 60 --skip 10 --pairs 2 --batch-size 8 --max-seq-length 512
 bench memory 210 benchmarks/peak_memory.py --model "$MODEL" --cases lora:512,lora:2048,qlora:512,qlora:2048 --steps 6 --batch-size 4
 bench backends 150 benchmarks/backends.py --model "$MODEL" --steps 60 --skip 10 --batch-size 8 --max-seq-length 512
+
+# ---- issue 16: the memory estimate per backend ------------------------------------------------
+# Each backend's torch.cuda.max_memory_allocated (and NVML's peak) against that backend's estimate,
+# QLoRA at two sequence lengths; peak_memory.py prints estimate / measured. About 2 x 2 minutes.
+# Skip with SKIP_BACKEND_MEMORY=1.
+if [ -z "${SKIP_BACKEND_MEMORY:-}" ]; then
+    for backend in unsloth peft; do
+        bench "memory-$backend" 150 benchmarks/peak_memory.py --backend "$backend" --model "$MODEL" \
+            --cases qlora:512,qlora:2048 --steps 3 --batch-size 4
+    done
+fi
+# ---- end of issue 16 ------------------------------------------------------------------------------
 exit $status

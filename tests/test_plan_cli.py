@@ -88,6 +88,10 @@ def test_backend_and_rank_flags(tmp_path):
     qlora = plan["estimates"]["qlora"]
     assert qlora["total_gb"] == qlora["by_backend"]["peft"]["total_gb"]
     assert plan["settings"]["gradient_checkpointing"] is True  # the peft backend keeps checkpoints on the GPU
+    # Each backend's figure is the same whichever backend the plan is for.
+    auto = build_plan(LLAMA_8B, vram_gb=48, hardware=profile_from_dict(CPU_ONLY), rank=32)
+    for method in ("full", "lora", "qlora"):
+        assert auto["estimates"][method]["by_backend"] == plan["estimates"][method]["by_backend"]
 
 
 def test_peft_on_a_long_sequence_warns_before_it_runs_out_of_memory():

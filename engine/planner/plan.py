@@ -65,8 +65,9 @@ def build_plan(
     checkpointing = "unsloth" if planned == "unsloth" else True
     estimates = {}
     for method in METHODS:
+        # "unsloth" checkpointing: Unsloth's offloaded mode there, plain checkpointing on the peft backend.
         both = estimate_by_backend(info, method, r=r, target_modules=info.presets["recommended"], batch_size=batch,
-                                   seq_len=seq_len, gradient_checkpointing=checkpointing, optim=OPTIM, device=device)
+                                   seq_len=seq_len, gradient_checkpointing="unsloth", optim=OPTIM, device=device)
         estimate = both[planned]
         estimates[method] = {
             "total_gb": estimate.total_gb,

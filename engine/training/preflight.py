@@ -78,16 +78,11 @@ def _inspect(model_path: str, session: Session, report: PreflightReport):
 
 def _check_memory(info, session: Session, report: PreflightReport) -> None:
     from engine.planner.hardware import probe_hardware
-    from engine.planner.memory import estimate_memory
+    from engine.planner.memory import estimate_for_session
 
-    t = session.training
     hardware = probe_hardware()
-    estimate = estimate_memory(
-        info, session.method, r=session.lora.r, target_modules=session.lora.target_modules,
-        batch_size=t.per_device_train_batch_size, seq_len=session.model.max_seq_length,
-        gradient_checkpointing=t.gradient_checkpointing, optim=t.optim,
-        device="cpu" if hardware.cpu_only else "cuda",
-    )
+    # The backend the run will use: peft's loss and checkpoints need more than Unsloth's (issue 16).
+    estimate = estimate_for_session(info, session, device="cpu" if hardware.cpu_only else "cuda")
     if hardware.cpu_only:
         budget, where = hardware.ram_available_gb, "available RAM (CPU only: training will be slow)"
     else:

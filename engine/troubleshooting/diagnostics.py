@@ -144,6 +144,8 @@ class Diagnostician:
             return self._on_log(event)
         if kind == "eval":
             return self._on_eval(event)
+        if kind == "evaluation":
+            return self._report(self._task_gain(event))
         return []
 
     def _on_log(self, event: dict) -> list[dict]:
@@ -343,6 +345,14 @@ class Diagnostician:
         ]
         return self._finding("overfitting", last["step"], message, evidence, remedies)
 
+    def _task_gain(self, event: dict) -> Optional[dict]:
+        """no_task_gain: the end-of-run evaluation against the loss (engine.troubleshooting.task_gain)."""
+        from engine.troubleshooting.task_gain import task_gain_finding
+
+        step = self.state.logs[-1]["step"] if self.state.logs else 0
+        found = task_gain_finding(self.session, [log["loss"] for log in self.state.logs], event, self.example)
+        return None if found is None else self._finding("no_task_gain", step, *found)
+
     def _checkpoint_at(self, step: int) -> Optional[str]:
         """The checkpoint saved at `step`: from a checkpoint event, else from the run folder (the
         Trainer writes `checkpoint-N` there; it may be deleted later by save_total_limit)."""
@@ -394,4 +404,6 @@ def _changed_materially(kind: str, before: dict, now: dict) -> bool:
         return now["best_step"] != before["best_step"]
     if kind == "divergence":
         return now["loss"] > 2 * before["loss"]
+    if kind == "no_task_gain":  # a new evaluation (lora-tui eval) that moved
+        return abs(now["tuned_exact_match"] - before["tuned_exact_match"]) >= 0.1
     return False  # nan and oom: once is enough

@@ -1,9 +1,11 @@
-"""The finish screen: what a finished run left, how to use it, merge it, and try it.
+"""The finish screen: what a finished run left, whether it learned the task, how to use it, merge it, try it.
 
-Where the adapter is and its size, the exact Python that loads it with PEFT, the session that
-reproduces the run, a merge into a whole model (key m) and a side-by-side "try it" of the base and
-the fine-tuned model. Loading and generating happen in separate processes (engine.export,
-engine.evaluation.generate) driven from Textual worker threads: this screen never imports torch.
+Where the adapter is and its size, the evaluation of the base against the fine-tuned model on the
+eval split (exact match and, for JSON answers, valid JSON and fields right, with examples side by
+side; key e runs it again), the exact Python that loads it with PEFT, the session that reproduces
+the run, a merge into a whole model (key m) and a side-by-side "try it" of the base and the
+fine-tuned model. Loading and generating happen in separate processes (engine.export,
+engine.evaluation) driven from Textual worker threads: this screen never imports torch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,6 +24,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
+from engine.evaluation.report import score_rows
 from engine.runs.events import read_events
 from tui.screens.base import BackgroundWork, explain
 from tui.widgets.footer import StableFooter
@@ -68,6 +72,47 @@ def _has_alpaca_input(events: list[dict]) -> bool:
     return data.get("format") == "instruction" and bool((data.get("columns") or {}).get("input"))
 
 
+def _evaluation(events: list[dict]) -> dict:
+    """The run's latest evaluation on its own eval split (the end of the run's, or a later `e`)."""
+    return next((e for e in reversed(events) if e.get("event") == "evaluation" and e.get("split", "eval") == "eval"
+                 and ("error" in e or "tuned" in e)), {})
+
+
+def _eval_scores(result: dict):
+    """The measures, base against fine-tuned, as a small table."""
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 2), show_edge=False)
+    table.add_column(f"{result['rows']} eval rows, greedy", style="bold")
+    table.add_column("base", justify="right")
+    table.add_column("fine-tuned", justify="right", style="bold")
+    for measure, base, tuned in score_rows(result):
+        table.add_row(measure, base, tuned)
+    return table
+
+
+def _eval_examples(result: dict):
+    """A few rows side by side: the reference, the base's answer and the fine-tuned one (✓ exact)."""
+    from rich.table import Table
+
+    table = Table(box=None, padding=(0, 1), show_edge=False, expand=True)
+    for title in ("question → reference", "base", "fine-tuned"):
+        table.add_column(title, ratio=1, overflow="fold")
+    for index, example in enumerate(result.get("examples") or []):
+        if index:
+            table.add_row("", "", "")
+        question = Text(_clip(example.get("question", ""), 90) + "\n", style="dim")
+        mark = lambda ok: " ✓" if ok else " ✗"  # noqa: E731
+        table.add_row(question + Text("→ " + _clip(example["reference"])), _clip(example["base"]) + mark(example["base_exact"]),
+                      _clip(example["tuned"]) + mark(example["tuned_exact"]))
+    return table
+
+
+def _clip(text: str, limit: int = 240) -> str:
+    text = " ".join(str(text).split()) or "(no text)"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _summary(events: list[dict]) -> str:
     end = _last_event(events, "end")
     losses = [e["loss"] for e in events if e.get("event") == "log" and isinstance(e.get("loss"), (int, float))]
@@ -93,8 +138,9 @@ class FinishScreen(BackgroundWork, Screen):
     """A finished run folder: adapter, load snippet, reproduce, merge, try it."""
 
     CSS_PATH = "../styles/finish.tcss"
-    AUTO_FOCUS = None  # keys m, t, c work at once; t puts the cursor in the prompt
+    AUTO_FOCUS = None  # keys e, m, t, c work at once; t puts the cursor in the prompt
     BINDINGS = [
+        Binding("e", "evaluate", "Evaluate", id="finish.evaluate"),
         Binding("m", "merge", "Merge", id="finish.merge"),
         Binding("t", "focus_prompt", "Try it", id="finish.try"),
         Binding("c", "copy_snippet", "Copy code", id="finish.copy"),
@@ -106,6 +152,8 @@ class FinishScreen(BackgroundWork, Screen):
         self.run_dir = Path(run_dir)  # shown as given; the app passes absolute run folders
         self.client = None  # engine.evaluation.generate.TryItClient, started on the first prompt
         self.merging = False
+        self.evaluating = False
+        self._has_eval_split: Optional[bool] = None
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -122,6 +170,12 @@ class FinishScreen(BackgroundWork, Screen):
                 yield Static(f"{saved}  ({human_size(folder_size(saved))} in all)", id="saved-path", markup=False)
                 yield Static(", ".join(f"{w.name} {human_size(w.stat().st_size)}" for w in weights) or "nothing saved yet",
                              id="saved-weights", classes="muted", markup=False)
+            with Vertical(classes="panel", id="eval-panel") as panel:
+                panel.border_title = "Does it do the task?"
+                self._has_eval_split = _eval_rows(events) > 0
+                panel.border_subtitle = "e evaluates again" if self._has_eval_split else ""
+                yield Static("", id="eval-scores")
+                yield Static("", id="eval-examples")
             with Vertical(classes="panel", id="snippet-panel") as panel:
                 panel.border_title = "Load it"
                 panel.border_subtitle = "c copies"
@@ -156,6 +210,7 @@ class FinishScreen(BackgroundWork, Screen):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)
+        self._show_evaluation(_evaluation(read_events(self.run_dir)))
         self.check_gguf()
 
     def on_unmount(self) -> None:
@@ -165,6 +220,51 @@ class FinishScreen(BackgroundWork, Screen):
             import threading
 
             threading.Thread(target=client.close, name="try-it-close", daemon=True).start()
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def _show_evaluation(self, result: dict) -> None:
+        scores, examples = self.query_one("#eval-scores", Static), self.query_one("#eval-examples", Static)
+        examples.display = bool(result.get("examples"))
+        if "error" in result:
+            scores.update(Text(f"The evaluation failed: {result['error']} Press e to try again."))
+        elif result:
+            scores.update(_eval_scores(result))
+            examples.update(_eval_examples(result))
+        elif self._has_eval_split:
+            scores.update(Text("Not evaluated yet. Press e to ask the base and the fine-tuned model the eval split's "
+                               "questions (greedy) and score the answers against the references."))
+        else:
+            scores.update(Text("This run has no eval split (dataset.eval_fraction 0), so nothing was scored. "
+                               f"lora-tui eval {self.run_dir} --data FILE scores the answers to any file of questions "
+                               "and answers."))
+
+    def action_evaluate(self) -> None:
+        if self.evaluating:
+            self.notify("The evaluation is already running.")
+            return
+        if not self._has_eval_split:
+            self.notify(f"No eval split in this run: lora-tui eval {self.run_dir} --data FILE scores a file.", severity="warning")
+            return
+        self.evaluating = True
+        self.query_one("#eval-scores", Static).update(
+            Text("Evaluating in a separate process: loading the models, then answering the eval split ..."))
+        self.evaluate()
+
+    @work(thread=True, exclusive=True, group="evaluate", exit_on_error=False)
+    def evaluate(self) -> dict:
+        return _run_json([sys.executable, "-m", "engine.evaluation.evaluate", str(self.run_dir), "--json"], self.run_dir,
+                         log="evaluate.log")
+
+    def evaluate_failed(self, error: BaseException) -> None:
+        self.evaluate_done({"error": explain(error)})
+
+    def evaluate_done(self, reply: dict) -> None:
+        self.evaluating = False
+        self._show_evaluation(reply)
+        if "error" not in reply:
+            from engine.evaluation.report import headline
+
+            self.notify(headline(reply), title="Evaluated", timeout=8)
 
     # -- merge -------------------------------------------------------------------------------------
     def _merge_text(self) -> str:
@@ -277,8 +377,14 @@ class FinishScreen(BackgroundWork, Screen):
             self.app.exit()
 
 
-def _run_json(command: list[str], run_dir: Path) -> dict:
-    """Run an engine command that prints one JSON object last; its stderr goes to the run's export.log."""
+def _eval_rows(events: list[dict]) -> int:
+    """Rows the run held out for evaluation (its data report); unknown counts as none."""
+    data = _last_event(events, "data")
+    return data.get("eval_rows") if isinstance(data.get("eval_rows"), int) else 0
+
+
+def _run_json(command: list[str], run_dir: Path, log: str = "export.log") -> dict:
+    """Run an engine command that prints one JSON object last; its stderr goes to the run folder's `log`."""
     import os
 
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
@@ -287,8 +393,8 @@ def _run_json(command: list[str], run_dir: Path) -> dict:
     root = str(PROJECT_ROOT)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     try:
-        with open(run_dir / "export.log", "ab") as log:
-            result = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        with open(run_dir / log, "ab") as handle:
+            result = subprocess.run(command, stdout=subprocess.PIPE, stderr=handle, text=True, env=env)
         return json.loads(result.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError) as exc:
-        return {"error": f"{command[2]} {command[3]} did not answer ({exc}); see {run_dir / 'export.log'}."}
+        return {"error": f"{command[2]} {command[3]} did not answer ({exc}); see {run_dir / log}."}

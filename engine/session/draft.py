@@ -36,6 +36,9 @@ STEP_TITLES = {
     "hyperparameters": "Hyperparameters",
     "review": "Review",
 }
+# The schema's default model (engine.session.schema.DEMO_MODEL), named here so that this module,
+# on the start-up path, need not import the schema.
+DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LAST_SESSION_FILE = "last_session.json"
 POSITION_FILE = "wizard.json"
 
@@ -102,10 +105,15 @@ class WizardDraft:
 
 def fresh_session_data(model: Optional[str] = None, dataset: Optional[str] = None) -> dict[str, Any]:
     """A fresh session as data (the schema fills the seed's defaults); `dataset` may be empty until
-    the dataset step."""
+    the dataset step. The prompt layout follows the model: an instruct model's own chat template
+    (it taught the demo task faster than the Alpaca layout), the Alpaca layout for a base model
+    (engine.planner.schedule.recommended_template)."""
+    from engine.planner.schedule import recommended_template
+
     data: dict[str, Any] = {"dataset": {"path": absolute_path(dataset) if dataset else ""}}
     if model:
         data["model"] = {"name": model.strip()}
+    data["dataset"]["template"] = recommended_template(model.strip() if model else DEFAULT_MODEL)
     return data
 
 

@@ -1,10 +1,20 @@
-"""Step 6: every training field, checked as it is typed, with presets to start from."""
+"""Step 6: every training field, checked as it is typed, with presets to start from.
+
+The training length and learning rate are recommended from the data (engine.planner.schedule): the
+dataset's rows and tokens are counted in a worker, the rule picks gradient accumulation, epochs and
+learning rate for this model and method, and the wizard applies it once per dataset and model
+(never over the person's own edits; ctrl+r or the "Recommended" preset applies it again). The
+summary shows the optimizer steps and about how long they take, for the values in the form.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
+from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid, Horizontal
 from textual.widgets import Input, Label, Select, Static
 
@@ -14,6 +24,10 @@ from tui.screens.base import StepScreen, explain
 from tui.widgets.field import FormField
 
 CUSTOM = "__custom__"
+RECOMMENDED = "__recommended__"
+SESSION_FILE = "session-file"  # draft.extra marker (see the method step): a session file's choices stand
+# The fields the recommended schedule sets.
+SCHEDULED = ("training.learning_rate", "training.num_train_epochs", "training.gradient_accumulation_steps", "training.max_steps")
 # (section, field, label): PEFT's and TRL's own names, so the form reads like the session file.
 FIELDS = (
     ("lora", "r", "r (rank)"),
@@ -69,13 +83,69 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def summary_text(session: Session, facts: Optional[dict]) -> str:
+    """What the values in the form add up to: optimizer steps, tokens, and about how long."""
+    from engine.planner.schedule import describe_duration, estimate_seconds, steps_per_epoch
+
+    t = session.training
+    batch = f"effective batch {session.effective_batch_size} ({t.per_device_train_batch_size} × {t.gradient_accumulation_steps})"
+    scale = f"LoRA scale alpha/r = {session.lora.lora_alpha / session.lora.r:g}."
+    if facts is None:
+        length = f"{t.max_steps} steps" if t.max_steps > 0 else f"{t.num_train_epochs:g} epoch(s)"
+        return f"Training: {length} at {batch}. {scale}"
+    rows = facts["rows"]
+    if t.max_steps > 0:
+        steps = t.max_steps
+        trained_rows = min(steps * session.effective_batch_size, 10**12)
+        length = f"max_steps {steps} (about {trained_rows / max(rows, 1):.1f} epochs of {rows:,} rows)"
+    else:
+        steps = math.ceil(steps_per_epoch(rows, t.per_device_train_batch_size, t.gradient_accumulation_steps) * t.num_train_epochs)
+        trained_rows = rows * t.num_train_epochs
+        length = f"{rows:,} rows × {t.num_train_epochs:g} epoch{'' if t.num_train_epochs == 1 else 's'}"
+    tokens = int(trained_rows * facts["mean_tokens"])
+    checkpointing = bool(t.gradient_checkpointing)
+    seconds = estimate_seconds(tokens, steps, facts["params"] or 0, session.method, checkpointing,
+                               gpu_name=facts.get("gpu"), cpu_cores=facts.get("cpu_cores") or 1)
+    device = facts["gpu"] if facts.get("gpu") else f"{facts.get('cpu_cores') or 1} CPU cores"
+    return (f"Training: [b]{steps:,} optimizer steps[/b]: {length} at {batch}, about {_tokens(tokens)} tokens, "
+            f"[b]about {describe_duration(seconds)}[/b] on {device}. {scale}")
+
+
+def schedule_text(session: Session, facts: dict, plan) -> str:
+    """The recommendation and why, with the layout advice."""
+    from engine.planner.schedule import recommended_template
+
+    lines = [f"Recommended for {facts['rows']:,} rows of about {facts['mean_tokens']:.0f} tokens (ctrl+r): "
+             + "; ".join(plan.reasons) + "."]
+    wanted = recommended_template(session.model.name)
+    if session.dataset.template != wanted and session.dataset.format in ("auto", "instruction", "prompt_completion"):
+        lines.append("Layout: the model's own chat template teaches an instruct model faster (measured on the demo); "
+                     "choose it in the Dataset step." if wanted == "chat" else
+                     "Layout: this looks like a base model; the Alpaca layout avoids chat tokens it was never trained on.")
+    return "\n".join(lines)
+
+
+def _tokens(count: int) -> str:
+    return f"{count / 1e6:.1f}M" if count >= 1e6 else f"{count / 1e3:.0f}k" if count >= 1e3 else str(count)
+
+
 class HyperparametersScreen(StepScreen):
     STEP = "hyperparameters"
     AUTO_FOCUS = "#preset"
-    HELP = "Start from a preset, then change any field; a value the trainer would refuse is marked on the field."
+    HELP = ("The training length and learning rate are recommended from your data; start from it or a preset, then "
+            "change any field; a value the trainer would refuse is marked on the field.")
+    BINDINGS = [Binding("ctrl+r", "apply_schedule", "Recommended", id="hyperparameters.recommend")]
 
     def __init__(self) -> None:
         super().__init__()
+        self._facts: Optional[dict] = None  # the data's rows and tokens, the model's size, the device
+        self._facts_error = ""
+        self._pending_key: Optional[list] = None
+        self._plan = None  # engine.planner.schedule.Schedule for the current facts
+        self._typed = False
+        extra = self.wizard.draft.extra
+        if extra.get("recommended_for") == SESSION_FILE and "scheduled_for" not in extra:
+            extra["scheduled_for"] = SESSION_FILE
         try:
             self.presets: dict[str, Preset] = load_presets()
             self._presets_error = ""
@@ -87,12 +157,14 @@ class HyperparametersScreen(StepScreen):
         return getattr(session, name) if section == "top" else getattr(getattr(session, section), name)
 
     def compose_body(self) -> ComposeResult:
-        options = [(p.title, n) for n, p in self.presets.items()] + [("Custom (your own values)", CUSTOM)]
+        options = ([("Recommended for this data", RECOMMENDED)] + [(p.title, n) for n, p in self.presets.items()]
+                   + [("Custom (your own values)", CUSTOM)])
         with Horizontal(classes="row"):
             yield Label("Preset", classes="row-label")
-            yield Select(options, value=matching_preset(self.wizard.session, self.presets) or CUSTOM,
-                         allow_blank=False, id="preset", compact=True)
+            yield Select(options, value=self._wanted_preset(), allow_blank=False, id="preset", compact=True)
         yield Static("", id="preset-description", classes="muted")
+        yield Static("", id="hp-summary")
+        yield Static("", id="schedule", classes="muted")
         if self._presets_error:
             yield Static(self._presets_error, classes="error")
         with Grid(id="hp-grid"):
@@ -104,13 +176,19 @@ class HyperparametersScreen(StepScreen):
                     yield Select([(_shown(v), _shown(v)) for v in _choices(section, name)],
                                  value=_shown(self._value(section, name)), allow_blank=False,
                                  id=f"choice-{section}-{name}", compact=True)
-        yield Static("", id="hp-summary", classes="muted")
 
     def on_mount(self) -> None:
         self._sync_preset()
         self._summarise()
+        self._plan_schedule()
 
     def on_show_step(self) -> None:
+        self._refresh_fields()
+        self._sync_preset()
+        self._summarise()
+        self._plan_schedule()
+
+    def _refresh_fields(self) -> None:
         """Fields another step may have changed (rank, batch) follow the session, except while wrong."""
         for section, name, _ in FIELDS:
             value = self._value(section, name)
@@ -121,8 +199,108 @@ class HyperparametersScreen(StepScreen):
             select = self.query_one(f"#choice-{section}-{name}", Select)
             with select.prevent(Select.Changed):
                 select.value = _shown(self._value(section, name))
+
+    # -- the recommended schedule: count the data in a worker, then the rule ----------------------
+    def _facts_key(self) -> list:
+        session = self.wizard.session
+        return [session.model.name, session.model.max_seq_length, session.dataset.model_dump_json(), session.method,
+                session.training.per_device_train_batch_size, session.training.seed]
+
+    def _plan_schedule(self) -> None:
+        session = self.wizard.session
+        if not session.dataset.path:
+            self._facts, self._plan = None, None
+            self.query_one("#schedule", Static).update("Choose a dataset first: the training length follows from its size.")
+            return
+        key = self._facts_key()
+        if self._facts is not None and self._facts["key"] == key:
+            self._apply_schedule_once()
+            return
+        if key == self._pending_key:
+            return  # already counting
+        self._pending_key = key
+        self.query_one("#schedule", Static).update("Counting the dataset's rows and tokens for the training length …")
+        self.count(key, session.dataset, session.model.name, session.model.max_seq_length, session.training.seed)
+
+    @work(thread=True, exclusive=True, group="count", exit_on_error=False)
+    def count(self, key: list, section, model_name: str, max_seq_length: int, seed: int) -> dict:
+        with self.wizard.heavy_lock:
+            from engine.data import prepare_dataset
+            from engine.models import load_tokenizer
+
+            prepared = prepare_dataset(section, load_tokenizer(model_name), max_seq_length, seed=seed)
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(prepared.train.with_format("arrow")["input_ids"])
+        rows = prepared.report.train_rows
+        info = self.wizard.model_info(model_name)
+        hardware, budget = self.wizard.hardware(), self.wizard.budget()
+        return {"key": key, "rows": rows, "mean_tokens": pc.sum(lengths).as_py() / max(rows, 1), "params": info.params,
+                "gpu": budget.label if budget.kind == "VRAM" else None, "cpu_cores": hardware.cpu_cores}
+
+    def count_done(self, facts: dict) -> None:
+        if facts["key"] != self._pending_key:
+            return  # a newer count is on its way
+        self._pending_key = None
+        self._facts, self._facts_error, self._plan = facts, "", None
+        self._apply_schedule_once()
+
+    def count_failed(self, error: BaseException) -> None:
+        self._pending_key, self._facts, self._plan = None, None, None
+        self._facts_error = explain(error)
+        self._summarise()
+
+    def _schedule(self):
+        if self._facts is None:
+            return None
+        if self._plan is None:
+            from engine.planner.schedule import plan_schedule
+
+            session, facts = self.wizard.session, self._facts
+            self._plan = plan_schedule(facts["rows"], facts["mean_tokens"], session.method, facts["params"],
+                                       session.training.per_device_train_batch_size,
+                                       session.training.gradient_accumulation_steps)
+        return self._plan
+
+    def _apply_schedule_once(self) -> None:
+        """The recommendation goes in once per dataset file, model, method and batch; the person's edits
+        after it stand (a new template or eval fraction updates the figures, not their values)."""
+        extra = self.wizard.draft.extra
+        session = self.wizard.session
+        key = [session.model.name, session.dataset.path, session.method, session.training.per_device_train_batch_size]
+        if self._facts is not None and extra.get("scheduled_for") != key:
+            keep = extra.get("scheduled_for") == SESSION_FILE or self._typed
+            extra["scheduled_for"] = key
+            if not keep:
+                self.action_apply_schedule(quiet=True)
+                return
         self._sync_preset()
         self._summarise()
+
+    def action_apply_schedule(self, quiet: bool = False) -> None:
+        plan = self._schedule()
+        if plan is None:
+            self.say(self._facts_error or "The dataset is still being counted; the recommendation follows in a moment.",
+                     error=bool(self._facts_error))
+            return
+        try:
+            self.wizard.edit_session(plan.changes(), where="recommended schedule")
+        except Exception as error:
+            self.say(explain(error), error=True)
+            return
+        for field in self.query(FormField):
+            field.show_error(None)
+        self._refresh_fields()
+        self._sync_preset()
+        self._summarise()
+        if not quiet:
+            self.say(f"Recommended schedule applied: {plan.steps} steps at learning rate {plan.learning_rate:g}.")
+
+    def _matches_schedule(self) -> bool:
+        plan, t = self._plan, self.wizard.session.training
+        return plan is not None and t.max_steps <= 0 and t.learning_rate == plan.learning_rate \
+            and float(t.num_train_epochs) == plan.num_train_epochs \
+            and t.gradient_accumulation_steps == plan.gradient_accumulation_steps
 
     # -- edits -----------------------------------------------------------------------------------
     def _apply(self, section: str, name: str, value: Any) -> Optional[str]:
@@ -137,6 +315,8 @@ class HyperparametersScreen(StepScreen):
         if parsed is None:
             return
         field, section, name, value = parsed
+        if f"{section}.{name}" in SCHEDULED and value != self._value(section, name):
+            self._typed = True  # typed before the recommendation arrived: theirs stands
         field.show_error(self._apply(section, name, value))
         self._sync_preset()
         self._summarise()
@@ -144,7 +324,9 @@ class HyperparametersScreen(StepScreen):
     def on_select_changed(self, event: Select.Changed) -> None:
         select_id = event.select.id or ""
         if select_id == "preset":
-            if event.value in self.presets and event.value != matching_preset(self.wizard.session, self.presets):
+            if event.value == RECOMMENDED and not self._matches_schedule():
+                self.action_apply_schedule()
+            elif event.value in self.presets and event.value != matching_preset(self.wizard.session, self.presets):
                 self.apply_named_preset(str(event.value))
             return
         if select_id.startswith("choice-"):
@@ -168,24 +350,36 @@ class HyperparametersScreen(StepScreen):
         self.on_show_step()
         self.say(f"Preset {self.presets[name].title} applied.")
 
+    def _wanted_preset(self) -> str:
+        if self._matches_schedule():
+            return RECOMMENDED
+        return matching_preset(self.wizard.session, self.presets) or CUSTOM
+
     def _sync_preset(self) -> None:
         select = self.query_one("#preset", Select)
-        wanted = matching_preset(self.wizard.session, self.presets) or CUSTOM
-        description = self.presets[wanted].description if wanted in self.presets else "Your own values: no preset matches them."
+        wanted = self._wanted_preset()
+        if wanted == RECOMMENDED:
+            description = ""
+        elif wanted in self.presets:
+            description = self.presets[wanted].description
+        elif self._plan is None and self._pending_key is not None:
+            description = "The recommendation for this data follows once the dataset is counted."
+        else:
+            description = "Your own values: no preset matches them."
         self.query_one("#preset-description", Static).update(description)
+        self.query_one("#preset-description", Static).display = bool(description)
         if select.value != wanted:
             with select.prevent(Select.Changed):
                 select.value = wanted
 
     def _summarise(self) -> None:
         session = self.wizard.session
-        training = session.training
-        length = f"{training.max_steps} steps" if training.max_steps > 0 else f"{training.num_train_epochs:g} epoch(s)"
-        self.query_one("#hp-summary", Static).update(
-            f"Effective batch {session.effective_batch_size} "
-            f"({training.per_device_train_batch_size} × {training.gradient_accumulation_steps}), {length}, "
-            f"LoRA scale alpha/r = {session.lora.lora_alpha / session.lora.r:g}."
-        )
+        self.query_one("#hp-summary", Static).update(summary_text(session, self._facts))
+        if self._facts is not None:
+            self.query_one("#schedule", Static).update(schedule_text(session, self._facts, self._schedule()))
+        elif self._facts_error:
+            self.query_one("#schedule", Static).update(
+                f"Could not count the dataset for the recommendation ({self._facts_error}); the values below are used as they are.")
 
     def commit(self, strict: bool) -> Optional[str]:
         bad = [f.label for f in self.query(FormField) if f.error]

@@ -26,6 +26,11 @@ def _main_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="with --replay: check everything, train nothing")
     parser.add_argument("--resume", action="store_true", help="with --replay: continue from the last checkpoint in output.dir")
     parser.add_argument(
+        "--node-rank", type=int, metavar="I",
+        help="with --replay: this node's number (0 to distributed.nnodes - 1) when the session trains on several nodes; "
+        "run the same session on every node, node 0 first",
+    )
+    parser.add_argument(
         "--no-oom-retry", action="store_true",
         help="with --replay: stop at an out-of-memory error instead of retrying with the cheapest remedy",
     )
@@ -84,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.replay:
             from engine.training.supervisor import replay
 
-            return replay(args.replay, dry_run=args.dry_run, resume=args.resume, oom_retry=not args.no_oom_retry)
-        if args.dry_run or args.resume:
-            raise UserError("--dry-run and --resume go with --replay SESSION.json.")
+            return replay(args.replay, dry_run=args.dry_run, resume=args.resume, oom_retry=not args.no_oom_retry,
+                          node_rank=args.node_rank)
+        if args.dry_run or args.resume or args.node_rank is not None:
+            raise UserError("--dry-run, --resume and --node-rank go with --replay SESSION.json.")
         from tui.app import run_wizard
 
         return run_wizard(

@@ -86,6 +86,15 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
                       greater_is_better=False)
     else:
         kwargs.update(eval_strategy="no")
+    if world_size > 1:
+        # Several processes (torchrun). transformers asks DDP to look for unused parameters on a PEFT
+        # model; with reentrant gradient checkpointing (Unsloth's) that fails with "lora_B ... marked
+        # as ready twice". Every trainable parameter gets a gradient here, so the search is not needed.
+        kwargs["ddp_find_unused_parameters"] = False
+        if not on_gpu:
+            kwargs["ddp_backend"] = "gloo"  # the CPU's collectives (NCCL is for GPUs)
+        # FSDP is not set here: `fsdp` / `fsdp_config` silently train with DDP on the CPU (accelerate
+        # builds FSDP only for GPU backends). engine.training.fsdp shards the model instead.
     if on_gpu:
         kwargs.update(bf16=bf16_ok, fp16=not bf16_ok)
     else:

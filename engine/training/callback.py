@@ -1,7 +1,10 @@
 """A TrainerCallback that turns the Trainer's state into events, and honours stop and pause.
 
 It is the only code of ours inside the training loop, so it does little per step: a file check
-for STOP / PAUSE and arithmetic at each logging step. Tokens are counted by `TokenCounter`, a
+for STOP / PAUSE and arithmetic at each logging step. With several processes it runs on every rank
+and makes them agree once per optimizer step (engine.training.distributed.agree): a stop or pause
+seen by any rank applies to all, and tokens/s counts the tokens of all ranks (summed, not rank 0's
+count multiplied: ranks' batches differ in length). Only rank 0's writer writes. Tokens are counted by `TokenCounter`, a
 wrapper of the training data collator (a sum over the attention mask of each batch, on the CPU:
 no device sync per step, unlike the Trainer's own `include_num_input_tokens_seen`).
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from engine.runs.registry import PAUSE_FILE
+from engine.training.distributed import agree, gather_per_rank
 from engine.troubleshooting.oom import InjectedOOM
 
 
@@ -73,13 +77,17 @@ HEARTBEAT_SECONDS = 0.5  # `step` events: at most twice a second, whatever the s
 
 class ProgressCallback(TrainerCallback):
     def __init__(self, events, stop_flag, token_counter: TokenCounter, diagnostician=None,
-                 batch_size: int = 1, resume_from: str | None = None):
+                 batch_size: int = 1, resume_from: str | None = None, strategy: str = "none"):
         self.events = events
         self.stop = stop_flag
         self.tokens = token_counter
         self.diagnostician = diagnostician
         self.run_dir: Path = stop_flag.run_dir
         self.resume_from = resume_from
+        self.strategy = strategy
+        # Tokens and samples of the whole job (all ranks), and how much of this rank's own count was shared.
+        self.job_tokens = self.job_samples = 0
+        self._shared_tokens = self._shared_samples = 0
         self.inject = InjectedOOM.from_environment(batch_size)
         self._t0 = self._mark = time.monotonic()
         self._train_seconds = 0.0  # training time since the last log: no evaluation, save or pause
@@ -97,6 +105,7 @@ class ProgressCallback(TrainerCallback):
             "start", total_steps=state.max_steps, num_train_epochs=args.num_train_epochs,
             step=state.global_step, resume_from=self.resume_from, pid=os.getpid(),
             host=socket.gethostname(), world_size=max(int(args.world_size), 1), run_dir=str(self.run_dir),
+            **({"strategy": self.strategy} if int(args.world_size) > 1 else {}),
         )
         self._heartbeat_at = 0.0
 
@@ -109,15 +118,25 @@ class ProgressCallback(TrainerCallback):
         now = time.monotonic()
         self._train_seconds += now - self._mark
         self._mark = now
+        stop, pause = self._agree(args, self.stop.requested, (self.run_dir / PAUSE_FILE).exists())
         self._heartbeat(state, now)
-        if (self.run_dir / PAUSE_FILE).exists():
-            self._pause(state)
-        if self.stop.requested:
+        if pause and not stop:
+            stop = self._pause(state, args)
+        if stop:
             # Save a checkpoint at this step, then leave the loop: Trainer saves before it stops.
             control.should_save = True
             control.should_training_stop = True
             self.stopped_on_request = True
         return control
+
+    def _agree(self, args, stop: bool, pause: bool) -> tuple[bool, bool]:
+        """Every rank, once per optimizer step: the stop and pause flags of all ranks, and the job's tokens."""
+        tokens, samples = self.tokens.tokens - self._shared_tokens, self.tokens.samples - self._shared_samples
+        self._shared_tokens, self._shared_samples = self.tokens.tokens, self.tokens.samples
+        stop, pause, tokens, samples = agree(stop, pause, tokens, samples, device=args.device)
+        self.job_tokens += tokens
+        self.job_samples += samples
+        return stop, pause
 
     def _heartbeat(self, state, now: float) -> None:
         """A light `step` event, at most twice a second, so progress and the ETA move every step
@@ -129,20 +148,27 @@ class ProgressCallback(TrainerCallback):
         done = max(state.global_step - self._first_step, 1)
         self.events.emit(
             "step", step=state.global_step, total_steps=state.max_steps, elapsed=round(elapsed, 2),
-            samples=self.tokens.samples, tokens=self.tokens.tokens,
-            tokens_per_second=round(self.tokens.tokens / max(elapsed, 1e-9), 1),
+            samples=self.job_samples, tokens=self.job_tokens,
+            tokens_per_second=round(self.job_tokens / max(elapsed, 1e-9), 1),
             eta_seconds=round(elapsed / done * max(state.max_steps - state.global_step, 0), 1),
         )
 
-    def _pause(self, state) -> None:
+    def _pause(self, state, args) -> bool:
+        """Wait while any rank sees PAUSE (all ranks wait together, asking each other twice a second,
+        so no rank's collective times out); returns whether a stop was asked meanwhile."""
         self.events.emit("status", state="paused", step=state.global_step)
         paused_at = time.monotonic()
-        while (self.run_dir / PAUSE_FILE).exists() and not self.stop.requested:
+        stop = pause = False
+        while True:
             time.sleep(0.5)
+            stop, pause = self._agree(args, self.stop.requested, (self.run_dir / PAUSE_FILE).exists())
+            if stop or not pause:
+                break
         # A pause is not training time: keep the throughput and ETA honest.
         self._t0 += time.monotonic() - paused_at
         self._mark = time.monotonic()
         self.events.emit("status", state="running", step=state.global_step)
+        return stop
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -165,15 +191,19 @@ class ProgressCallback(TrainerCallback):
             loss=_float(logs.get("loss")),
             learning_rate=_float(logs.get("learning_rate")),
             grad_norm=_float(logs.get("grad_norm")),
-            tokens_per_second=round((self.tokens.tokens - self._last_tokens) / window, 1),
-            samples_per_second=round((self.tokens.samples - self._last_samples) / window, 3),
-            tokens_seen=self.tokens.tokens,
+            tokens_per_second=round((self.job_tokens - self._last_tokens) / window, 1),
+            samples_per_second=round((self.job_samples - self._last_samples) / window, 3),
+            tokens_seen=self.job_tokens,
             elapsed=round(elapsed, 1),
             eta_seconds=round(elapsed / done * remaining, 1),
             total_steps=state.max_steps,
-            memory_gb=_memory_gb(),
         )
-        self._train_seconds, self._last_tokens, self._last_samples = 0.0, self.tokens.tokens, self.tokens.samples
+        # Every rank logs the same steps, so this collective lines up: the peak of each process.
+        memory = gather_per_rank(_memory_gb(), device=args.device)
+        record["memory_gb"] = max(memory)
+        if len(memory) > 1:
+            record["memory_gb_ranks"] = memory
+        self._train_seconds, self._last_tokens, self._last_samples = 0.0, self.job_tokens, self.job_samples
         self._diagnose(self.events.emit("log", **record))
 
     def on_save(self, args, state, control, **kwargs):

@@ -34,6 +34,7 @@ def preflight(session: Session) -> PreflightReport:
     report = PreflightReport()
     out = report.lines.append
     out(f"Session: method {session.method}, backend {session.backend}, output {session.output.dir}")
+    _check_processes(session, report)
 
     from engine.models import resolve_model
 
@@ -50,6 +51,22 @@ def preflight(session: Session) -> PreflightReport:
     out(data.report.format_report())
     _check_memory(info, session, report)
     return report
+
+
+def _check_processes(session: Session, report: PreflightReport) -> None:
+    """Several processes (the session's `distributed` section): how many, and whether the strategy can run here."""
+    from engine.errors import UserError
+    from engine.training import distributed
+
+    launch = distributed.resolve_launch(session)
+    if not launch.distributed:
+        return
+    report.lines.append(f"Processes: {distributed.describe(launch)} through torchrun")
+    backend = "unsloth" if session.backend in ("auto", "unsloth") else "peft"
+    try:
+        distributed.check_strategy(session, launch, backend, on_gpu=distributed.visible_gpus() > 0)
+    except UserError as error:
+        report.problems.append(str(error))
 
 
 def _inspect(model_path: str, session: Session, report: PreflightReport):

@@ -2,6 +2,9 @@
 
 The backend module (already imported by the worker, Unsloth first) loads the model; the rest is
 TRL's SFTTrainer configured from the session, plus our progress callback.
+
+Under torchrun every rank runs this with its own `Rank`: all ranks load, train and (for FSDP)
+gather the trained weights; only global rank 0 saves, merges, evaluates and ends the run.
 """
 
 from __future__ import annotations
@@ -13,19 +16,24 @@ from pathlib import Path
 from engine.errors import UserError
 from engine.runs.registry import last_checkpoint
 from engine.session.schema import load_session
+from engine.training.distributed import Rank
 
 ADAPTER_DIR = "adapter"
 FULL_MODEL_DIR = "model"
 
 
 class TrainingRun:
-    def __init__(self, run_dir: Path, backend, events, stop, resume: bool = False):
+    def __init__(self, run_dir: Path, backend, events, stop, resume: bool = False, rank: Rank | None = None,
+                 strategy: str = "none"):
         self.run_dir = Path(run_dir)
         self.backend = backend
         self.events = events
         self.stop = stop
         self.resume = resume
+        self.rank = rank or Rank()
+        self.strategy = strategy if self.rank.distributed else "none"
         self.progress = None
+        self.rank_facts: dict = {}  # what this rank held and trained, for its report (ranks/rank-R.json)
 
     @property
     def step_in_progress(self) -> int | None:
@@ -59,12 +67,16 @@ class TrainingRun:
         started = time.monotonic()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         step = trainer.state.global_step
+        if self.rank.distributed:
+            self.rank_facts.update(step=step, trainable_sha256=trainable_digest(model))
 
         if progress.stopped_on_request:
             checkpoint = last_checkpoint(self.run_dir)
             self.events.emit("end", status="stopped", step=step, checkpoint=str(checkpoint) if checkpoint else None)
             return
         saved = self._save(session, model, tokenizer)
+        if not self.rank.main:
+            return  # rank 0 merges, evaluates and ends the run
         total_steps, runtime = trainer.state.max_steps, round(time.monotonic() - started, 1)
         merge = session.output.save_merged and session.method != "full"
         evaluate = data.eval is not None and len(data.eval) > 0
@@ -91,6 +103,7 @@ class TrainingRun:
         kwargs = sft_config_kwargs(
             session, self.run_dir, has_eval=data.eval is not None and len(data.eval) > 0,
             on_gpu=on_gpu, bf16_ok=on_gpu and torch.cuda.is_bf16_supported(), train_rows=len(data.train),
+            world_size=self.rank.world_size,
         )
         kwargs.update(self.backend.trainer_overrides(session))
         # The dataset arrives tokenized with a completion_mask; TRL turns it into labels.
@@ -104,16 +117,35 @@ class TrainingRun:
         )
         # A backend may bring its own SFTTrainer (the peft backend's CPU loss; see peft_backend.trainer_class).
         trainer_class = self.backend.trainer_class() if hasattr(self.backend, "trainer_class") else SFTTrainer
+        if self.strategy == "fsdp" and self.backend.NAME == "peft":
+            # FSDP2 over all ranks (the process group exists now: SFTConfig set it up); on the unsloth
+            # backend Unsloth shards the model itself inside the Trainer (UNSLOTH_FSDP2=1).
+            from engine.training.fsdp import fsdp2_trainer, shard_model
+
+            shard_model(model)
+            trainer_class = fsdp2_trainer(trainer_class)
+        elif self.strategy == "ddp" and not on_gpu:
+            from engine.training.distributed import cpu_ddp_trainer
+
+            trainer_class = cpu_ddp_trainer(trainer_class)
         trainer = trainer_class(
             model=model, args=config, train_dataset=data.train,
             eval_dataset=data.eval if kwargs["eval_strategy"] != "no" else None,
             processing_class=tokenizer,
         )
+        if self.rank.distributed:
+            # What this rank holds: everything under DDP, about 1 / world size under FSDP (the peft
+            # backend sharded above; Unsloth shards inside the Trainer's constructor).
+            from engine.training.fsdp import parameters_held
+
+            held, total = parameters_held(model)
+            self.rank_facts.update(params_held=held, params_total=total)
+            print(f"rank {self.rank.rank} ({self.strategy}): holds {held:,} of {total:,} parameter elements", flush=True)
         counter = count_training_tokens(trainer)
         progress = ProgressCallback(
             self.events, self.stop, counter, diagnostician,
             batch_size=session.training.per_device_train_batch_size,
-            resume_from=str(resume_from) if resume_from else None,
+            resume_from=str(resume_from) if resume_from else None, strategy=self.strategy,
         )
         trainer.add_callback(progress)
         return trainer, progress
@@ -170,16 +202,56 @@ class TrainingRun:
             self.events.emit("finding", **{key: value for key, value in finding.items() if key != "event"})
 
     def _save(self, session, model, tokenizer) -> dict:
-        """The adapter (PEFT format) or, for full fine-tuning, the whole model."""
+        """The adapter (PEFT format) or, for full fine-tuning, the whole model: written by rank 0 only.
+        Under FSDP every rank takes part in gathering the sharded weights first."""
         target = self.run_dir / (FULL_MODEL_DIR if session.method == "full" else ADAPTER_DIR)
         partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(str(partial))
+        if self.rank.main:
+            shutil.rmtree(partial, ignore_errors=True)
+        if self.strategy == "fsdp" and self.backend.NAME == "peft":
+            from engine.training.fsdp import full_trainable_state
+
+            state = full_trainable_state(model)  # a collective: every rank
+            if not self.rank.main:
+                return {}
+            model.save_pretrained(str(partial), state_dict=state)
+        elif self.strategy == "fsdp":
+            model.save_pretrained(str(partial))  # Unsloth's FSDP2 save: every rank gathers, rank 0 writes
+            if not self.rank.main:
+                return {}
+        elif not self.rank.main:
+            return {}
+        else:
+            model.save_pretrained(str(partial))
         tokenizer.save_pretrained(str(partial))
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
         key = "model_dir" if session.method == "full" else "adapter_dir"
         return {key: str(target)}
+
+
+def trainable_digest(model) -> str:
+    """sha256 of what this rank trains, in the adapter file's own names and order (PEFT's state dict
+    of the adapter; every trainable parameter for full fine-tuning). Under DDP every rank holds the
+    same weights, so every rank's digest equals that of rank 0's adapter file; under FSDP each rank
+    digests its own shards."""
+    import hashlib
+
+    import torch
+
+    if hasattr(model, "peft_config"):
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model)
+    else:
+        state = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        value = value.to_local() if hasattr(value, "to_local") else value
+        digest.update(name.encode())
+        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _free_memory() -> None:
@@ -203,5 +275,11 @@ def _model_facts(model, session) -> dict:
         trainable, total = model.get_nb_trainable_parameters()
     quantized = sum(1 for m in model.modules() if type(m).__name__ in ("Linear4bit", "Params4bit"))
     dtype = next((str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()), None)
-    return dict(trainable_params=int(trainable), total_params=int(total), load_in_4bit=session.load_in_4bit,
-                quantized_modules=quantized, dtype=dtype, method=session.method)
+    facts = dict(trainable_params=int(trainable), total_params=int(total), load_in_4bit=session.load_in_4bit,
+                 quantized_modules=quantized, dtype=dtype, method=session.method)
+    # How 4-bit weights are stored: FSDP can shard them only when stored in the compute dtype.
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    storage = config.get("bnb_4bit_quant_storage") if isinstance(config, dict) else getattr(config, "bnb_4bit_quant_storage", None)
+    if quantized and storage is not None:
+        facts["bnb_4bit_quant_storage"] = str(storage).replace("torch.", "")
+    return facts

@@ -5,6 +5,13 @@ worker in its own process group, prints the worker's events as readable lines, f
 as a graceful stop, falls back from Unsloth to the peft backend (`backend: "auto"`), and retries
 an out-of-memory failure with the cheapest remedy. The same code runs detached when the wizard
 starts a run (its output then goes to the run folder's replay.log).
+
+With several processes (the session's `distributed` section) it starts the same worker under
+torchrun (engine.training.distributed): on one node with --standalone; with several nodes each node
+runs `lora-tui --replay S --node-rank I`, node 0 being the leader where events, checkpoints and the
+adapter are written. torchrun's exit code says little (any failure becomes 1), so the outcome comes
+from rank 0's events and the ranks' reports (ranks/rank-R.json), and a failed or killed rank is
+named in an `error` event with its `rank`.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ from engine.runs.progress import RunProgress
 from engine.runs.progress_lines import StepCounter, format_event
 from engine.runs.registry import STOP_FILE, SUPERVISOR_PID_FILE, last_checkpoint, remember_run, request_stop
 from engine.session.schema import Session, load_session, save_session
+from engine.training import distributed
 from engine.training.exit_codes import EXIT_STOPPED, WorkerExit
 from engine.troubleshooting import oom
 
 
 def replay(session_path: str, *, dry_run: bool = False, resume: bool = False, oom_retry: bool = True,
-           out: Callable[[str], None] = print) -> int:
+           out: Callable[[str], None] = print, node_rank: int | None = None) -> int:
     session = load_session(session_path)
+    launch = distributed.resolve_launch(session, node_rank)  # a bad --node-rank is one sentence, before anything
     if dry_run:
         from engine.training.preflight import preflight
 
@@ -38,9 +47,11 @@ def replay(session_path: str, *, dry_run: bool = False, resume: bool = False, oo
         out(report.format())
         return 0 if report.ok else 2
     _check_dataset(session)
+    first_backend = "unsloth" if session.backend in ("auto", "unsloth") else "peft"
+    distributed.check_strategy(session, launch, first_backend, on_gpu=distributed.visible_gpus() > 0)
     run_dir = Path(session.output.dir)
     _check_run_dir(run_dir, resume, session_path)
-    return Supervisor(session, run_dir, Path(session_path), out).run(resume=resume, oom_retry=oom_retry)
+    return Supervisor(session, run_dir, Path(session_path), out, launch=launch).run(resume=resume, oom_retry=oom_retry)
 
 
 def _check_dataset(session: Session) -> None:
@@ -63,8 +74,10 @@ def _check_run_dir(run_dir: Path, resume: bool, session_path: str) -> None:
 
 
 class Supervisor:
-    def __init__(self, session: Session, run_dir: Path, session_path: Path, out: Callable[[str], None]):
+    def __init__(self, session: Session, run_dir: Path, session_path: Path, out: Callable[[str], None],
+                 launch: distributed.Launch | None = None):
         self.session = session
+        self.launch = launch or distributed.resolve_launch(session)
         self.run_dir = run_dir
         self.session_path = session_path
         self._print = out
@@ -88,7 +101,8 @@ class Supervisor:
     def run(self, *, resume: bool, oom_retry: bool) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_session(self.session, self.run_dir / "session.json")
-        atomic_write_text(self.run_dir / SUPERVISOR_PID_FILE, f"{os.getpid()}\n")
+        if self.launch.leader:  # a follower node's pid would mislead `lora-tui runs` on a shared folder
+            atomic_write_text(self.run_dir / SUPERVISOR_PID_FILE, f"{os.getpid()}\n")
         (self.run_dir / STOP_FILE).unlink(missing_ok=True)
         remember_run(self.run_dir)
         previous = signal.signal(signal.SIGINT, self._on_interrupt)
@@ -101,8 +115,14 @@ class Supervisor:
         list(tail.read_new())  # a resumed run's old events are history, not news
         backend = "unsloth" if self.session.backend in ("auto", "unsloth") else "peft"
         retries = 0
+        if self.launch.distributed:
+            self.out(f"Training with {distributed.describe(self.launch)} through torchrun"
+                     + (f"; this is node {self.launch.node_rank}" if self.launch.nnodes > 1 else "") + ".")
+        if self.launch.nnodes > 1:
+            oom_retry = False  # the other nodes' supervisors could not follow a changed session
         try:
             while True:
+                self._check_strategy(backend)
                 code, last = self._run_worker(backend, resume, tail)
                 if code == WorkerExit.BACKEND_UNAVAILABLE and self.session.backend == "auto" and backend == "unsloth":
                     self._note("fallback", f"Unsloth cannot start here ({last.get('message', '')}); falling back to the peft backend.",
@@ -118,7 +138,15 @@ class Supervisor:
                 return self._finish(code, last)
         finally:
             signal.signal(signal.SIGINT, previous)
-            (self.run_dir / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
+            if self.launch.leader:
+                (self.run_dir / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
+
+    def _check_strategy(self, backend: str) -> None:
+        try:
+            distributed.check_strategy(self.session, self.launch, backend, on_gpu=distributed.visible_gpus() > 0)
+        except UserError as error:  # after a fallback to peft: said in the events too
+            self._note("error", str(error), kind="input")
+            raise _RunFailed(str(error), exit_code=2) from None
 
     def _apply_oom_remedy(self) -> str | None:
         from engine.troubleshooting.remedies import apply_remedy
@@ -133,20 +161,38 @@ class Supervisor:
                    remedy=remedy, reason="oom")
         return restart
 
-    def _note(self, event: str, message: str, **fields) -> None:
+    def _note(self, event: str, message: str, **fields) -> dict:
+        if not self.launch.leader:  # the events are node 0's; a follower says it here only
+            self.out(message)
+            return {"event": event, "message": message, **fields}
         writer = EventWriter(self.run_dir)
-        writer.emit(event, message=message, **fields)
+        record = writer.emit(event, message=message, **fields)
         writer.close()
+        return record
 
     # -- one worker process -------------------------------------------------------------------
-    def _run_worker(self, backend: str, resume: bool, tail: EventTail) -> tuple[int, dict]:
-        command = [sys.executable, "-m", "engine.training.worker", str(self.run_dir), "--backend", backend]
+    def worker_command(self, backend: str, resume: bool) -> tuple[list[str], dict[str, str], str]:
+        """The command that starts the worker (under torchrun for several processes), its
+        environment, and the log file (in the run folder) its output goes to."""
+        worker_args = [str(self.run_dir), "--backend", backend]
         if resume:
-            command.append("--resume")
+            worker_args.append("--resume")
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
         project_root = str(PROJECT_ROOT)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
-        with open(self.run_dir / "worker.log", "ab") as log:
+        if not self.launch.distributed:
+            return [sys.executable, "-m", "engine.training.worker", *worker_args], env, "worker.log"
+        worker_args += ["--strategy", self.launch.strategy]
+        if self.launch.strategy == "fsdp" and backend == "unsloth":
+            env["UNSLOTH_FSDP2"] = "1"  # Unsloth shards the model itself (4-bit weights included)
+        log_name = "worker.log" if self.launch.leader else f"worker-node-{self.launch.node_rank}.log"
+        return distributed.torchrun_command(self.launch, worker_args), env, log_name
+
+    def _run_worker(self, backend: str, resume: bool, tail: EventTail) -> tuple[int, dict]:
+        command, env, log_name = self.worker_command(backend, resume)
+        if self.launch.distributed:
+            distributed.clear_rank_reports(self.run_dir, self._my_ranks())
+        with open(self.run_dir / log_name, "ab") as log:
             self.worker = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl+C in the terminal reaches us, and we decide
@@ -165,8 +211,51 @@ class Supervisor:
                 if line:
                     self.counter.line(line)
             if code is not None:
+                if self.launch.distributed:
+                    return self._outcome_of_ranks(code, last)
                 return code, last
             time.sleep(0.25)
+
+    def _my_ranks(self) -> range:
+        first = self.launch.node_rank * self.launch.nproc_per_node
+        return range(first, first + self.launch.nproc_per_node)
+
+    def _outcome_of_ranks(self, code: int, last: dict) -> tuple[int, dict]:
+        """torchrun's exit code is 0 or 1: what happened comes from rank 0's last event and the ranks'
+        reports. A failure on a rank other than 0, or a rank that vanished, becomes an error event
+        naming the rank (the first cause, not the echoes on the ranks that lost their peer)."""
+        if last.get("event") == "end":
+            return WorkerExit.OK, last
+        reports = distributed.read_rank_reports(self.run_dir)
+        if not self.launch.leader and last.get("event") != "error":
+            reports = [r for r in reports if r["rank"] in self._my_ranks()]
+        cause = distributed.root_cause(reports)
+        if cause is None:
+            return code, last
+        kind = cause.get("kind")
+        exit_code = {"oom": WorkerExit.OOM, "input": WorkerExit.BAD_INPUT,
+                     "backend_unavailable": WorkerExit.BACKEND_UNAVAILABLE}.get(kind, WorkerExit.FAILED)
+        if cause["rank"] == 0 and last.get("event") == "error":
+            return exit_code, last  # rank 0 said it in the events already
+        message = cause["message"]
+        if kind in ("killed", "crash"):
+            checkpoint = last_checkpoint(self.run_dir)
+            where = f"; resume from {checkpoint.name} with: {self._resume_hint()}" if checkpoint else ""
+            log = "worker.log" if cause["rank"] == 0 else f"worker-rank-{cause['rank']}.log"
+            see = f"; see {self.run_dir / log}" if kind == "killed" else ""  # a crash names its log already
+            message = f"{message}{where}{see}."
+        if kind == "oom":
+            found = oom.finding(self.session, cause.get("step"), cause.get("message", ""))
+            self._note("finding", found["message"], **{k: v for k, v in found.items() if k not in ("event", "time", "message")},
+                       rank=cause["rank"])
+        event = self._note("error", message, kind=kind, rank=cause["rank"], step=cause.get("step"))
+        return exit_code, event
+
+    def _resume_hint(self) -> str:
+        hint = f"lora-tui --replay {self.session_path} --resume"
+        if self.launch.nnodes > 1:
+            return f"{hint} --node-rank I on each node I"
+        return hint
 
     def _on_interrupt(self, signum, frame) -> None:
         self.interrupts += 1
@@ -174,15 +263,26 @@ class Supervisor:
             raise KeyboardInterrupt
         if self.interrupts == 1:
             request_stop(self.run_dir)
-            self.worker.send_signal(signal.SIGINT)
+            if not self.launch.distributed:
+                # torchrun would answer a signal by ending its workers at once; under it the STOP file
+                # alone stops every rank (they agree on it after each step).
+                self.worker.send_signal(signal.SIGINT)
             self.out("Stopping after the current step and saving a checkpoint (Ctrl+C again to stop at once) ...")
         else:
+            if self.launch.distributed:  # torchrun starts each worker in its own session
+                for report in distributed.read_rank_reports(self.run_dir):
+                    if report["rank"] in self._my_ranks() and report.get("outcome") == "running":
+                        _kill(report.get("pid"))
             os.killpg(self.worker.pid, signal.SIGKILL)
             self.out("Stopped at once; the last saved checkpoint is kept.")
 
     def _finish(self, code: int, last: dict) -> int:
-        resume_hint = f"lora-tui --replay {self.session_path} --resume"
+        resume_hint = self._resume_hint()
         if last.get("event") == "end" and last.get("status") == "completed":
+            return 0
+        if not self.launch.leader and code == 0 and not last:
+            self.out(f"Node {self.launch.node_rank}: its {self.launch.nproc_per_node} process(es) finished; the run's events, "
+                     "checkpoints and adapter are written on node 0.")
             return 0
         if last.get("event") == "end" and last.get("status") == "stopped":
             self.out(f"Stopped at step {last.get('step')}. Resume with: {resume_hint}")
@@ -198,6 +298,13 @@ class Supervisor:
         if last.get("kind") == "oom":
             message += f"; see the finding in {self.run_dir / EVENTS_FILE} for remedies"
         raise _RunFailed(message, exit_code=2 if code == WorkerExit.BAD_INPUT else 1)
+
+
+def _kill(pid) -> None:
+    try:
+        os.kill(int(pid), signal.SIGKILL)
+    except (TypeError, ValueError, OSError):
+        pass
 
 
 class _RunFailed(UserError):

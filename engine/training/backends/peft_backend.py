@@ -72,6 +72,11 @@ def load(session, model_path: str):
         )
     # The session's lora block uses LoraConfig's field names, so it maps one to one.
     config = LoraConfig(**session.lora.model_dump(), task_type="CAUSAL_LM")
+    # The adapter's random start comes from the session's seed: the same on every rank of a
+    # distributed run (FSDP shards what each rank made; DDP would also copy rank 0's).
+    from transformers import set_seed
+
+    set_seed(session.training.seed)
     model = get_peft_model(model, config)
     return model, tokenizer
 

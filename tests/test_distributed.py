@@ -347,3 +347,26 @@ def test_oom_retry_keeps_the_global_effective_batch():
     assert world == 4 and changed.distributed == session.distributed
     assert changed.effective_batch_size * world == session.effective_batch_size * 4 == 64
 
+
+def test_review_prints_the_command_of_every_node(tmp_path, monkeypatch):
+    import asyncio
+
+    from tui_helpers import CPU_ONLY, isolate, screen_text, settle
+
+    from engine.session.draft import WizardDraft, new_session
+
+    isolate(monkeypatch, tmp_path, hardware=CPU_ONLY)
+    session = new_session(dataset=str(DEMO_DATA)).with_changes(
+        {"distributed": {"nproc_per_node": 8, "nnodes": 2, "rdzv_endpoint": "10.0.0.1:29500"}})
+
+    async def review():
+        from tui.app import LoraTuiApp
+
+        app = LoraTuiApp(WizardDraft(session, step="review"), autosave=False)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await settle(pilot)
+            return screen_text(app)
+
+    text = asyncio.run(review())
+    assert "node 0: lora-tui --replay" in text and "--node-rank 0" in text
+    assert "node 1: lora-tui --replay" in text and "--node-rank 1" in text and "10.0.0.1:29500" in text

@@ -64,10 +64,17 @@ class ReviewScreen(StepScreen):
     def _render_session(self) -> None:
         self.query_one("#summary", Static).update(self._summary())
         session_file = self.query_one("#session-file", Input).value.strip() or "session.json"
-        self.query_one("#replay", Static).update(
-            f"Headless, same engine, same events:  [b]{escape(replay_command(session_file))}[/b]   "
-            f"(check first: add --dry-run)"
-        )
+        replay = (f"Headless, same engine, same events:  [b]{escape(replay_command(session_file))}[/b]   "
+                  f"(check first: add --dry-run)")
+        if self.wizard.session.distributed.nnodes > 1:
+            from engine.training.distributed import node_commands
+
+            # Several nodes: the same session file on each (same paths), each with its own --node-rank.
+            commands = "\n".join(f"  node {i}: [b]{escape(command)}[/b]"
+                                  for i, command in enumerate(node_commands(self.wizard.session, session_file)))
+            replay += (f"\nOn {self.wizard.session.distributed.nnodes} nodes, with this session file on each "
+                       f"(node 0 at {escape(str(self.wizard.session.distributed.rdzv_endpoint))}):\n{commands}")
+        self.query_one("#replay", Static).update(replay)
         theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"
         try:
             shown = session_for_file(self.wizard.session, session_file).to_json()

@@ -48,7 +48,8 @@ FIELDS = (
 )
 # What an empty field means, shown in it.
 # What an empty field does (engine.training.args): say it, not "none".
-PLACEHOLDERS = {"eval_steps": "auto: 5 a run", "save_steps": "auto: at each eval", "max_steps": "-1 = epochs"}
+PLACEHOLDERS = {"logging_steps": "auto: ~100 a run", "eval_steps": "auto: 10 a run", "save_steps": "auto: ~4 a run",
+                "max_steps": "-1 = epochs"}
 CHOICES = (
     ("training", "lr_scheduler_type", "lr_scheduler_type"),
     ("training", "optim", "optim"),
@@ -108,7 +109,17 @@ def summary_text(session: Session, facts: Optional[dict]) -> str:
                                gpu_name=facts.get("gpu"), cpu_cores=facts.get("cpu_cores") or 1)
     device = facts["gpu"] if facts.get("gpu") else f"{facts.get('cpu_cores') or 1} CPU cores"
     return (f"Training: [b]{steps:,} optimizer steps[/b]: {length} at {batch}, about {_tokens(tokens)} tokens, "
-            f"[b]about {describe_duration(seconds)}[/b] on {device}. {scale}")
+            f"[b]about {describe_duration(seconds)}[/b] on {device}. {scale} {_step_cadence(t, steps, session)}")
+
+
+def _step_cadence(training, steps: int, session: Session) -> str:
+    """What "auto" works out to for this length (engine.training.args.resolved_steps)."""
+    from engine.training.args import resolved_steps
+
+    has_eval = session.dataset.eval_fraction > 0
+    every = resolved_steps(training, steps, has_eval)
+    evaluation = f", evaluated every {every['eval_steps']}" if has_eval else ""
+    return f"Loss logged every {every['logging_steps']} step(s){evaluation}, a checkpoint every {every['save_steps']}."
 
 
 def schedule_text(session: Session, facts: dict, plan) -> str:

@@ -370,3 +370,23 @@ def test_review_prints_the_command_of_every_node(tmp_path, monkeypatch):
     text = asyncio.run(review())
     assert "node 0: lora-tui --replay" in text and "--node-rank 0" in text
     assert "node 1: lora-tui --replay" in text and "--node-rank 1" in text and "10.0.0.1:29500" in text
+
+
+def test_an_out_of_memory_rank_other_than_0_becomes_the_runs_finding_and_error(tmp_path):
+    """torchrun exits 1 whatever happened: the supervisor finds the rank that ran out of memory in
+    the reports and writes its finding (with remedies) and error, so the OOM retry can follow."""
+    from engine.runs.events import read_events
+    from engine.training.distributed import Rank, write_rank_report
+    from engine.training.exit_codes import WorkerExit
+    from engine.training.supervisor import Supervisor
+
+    session = _s(nproc_per_node=2)
+    supervisor = Supervisor(session, tmp_path, tmp_path / "s.json", print, launch=resolve_launch(session, gpus=0))
+    write_rank_report(tmp_path, Rank(0, 0, 2), outcome="error", kind="crash", message="Training failed: Connection reset by peer")
+    write_rank_report(tmp_path, Rank(1, 1, 2), outcome="error", kind="oom", step=3,
+                      message="Out of memory: OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+    code, last = supervisor._outcome_of_ranks(1, {})
+    assert code == WorkerExit.OOM
+    finding, error = read_events(tmp_path)
+    assert finding["event"] == "finding" and finding["kind"] == "oom" and finding["rank"] == 1 and finding["remedies"]
+    assert error == last and error["rank"] == 1 and error["kind"] == "oom" and "Rank 1 of 2" in error["message"]

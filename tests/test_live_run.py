@@ -173,3 +173,23 @@ def test_attach_on_a_finished_run_opens_its_finish_screen():
 def test_attach_refuses_a_folder_that_is_no_run(tmp_path):
     result = run_cli("attach", str(tmp_path))
     assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+def test_a_distributed_run_shows_its_world_size_and_strategy(tmp_path):
+    from textual.widgets import Static
+
+    from tui.attach import AttachApp
+
+    writer = EventWriter(tmp_path)
+    writer.emit("start", total_steps=10, step=0, world_size=2, strategy="fsdp")
+    writer.close()
+    progress = progress_of(read_events(tmp_path))
+    assert (progress.world_size, progress.strategy) == (2, "fsdp")
+
+    async def watch():
+        app = AttachApp(tmp_path)
+        async with app.run_test(size=(160, 24)) as pilot:
+            await pilot.pause(0.3)
+            return str(app.screen.query_one("#run-state", Static).render())
+
+    assert "2 processes (FSDP)" in asyncio.run(watch())

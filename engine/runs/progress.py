@@ -46,6 +46,7 @@ class RunProgress:
     pid: Optional[int] = None
     host: Optional[str] = None
     world_size: int = 1
+    strategy: Optional[str] = None  # "ddp" / "fsdp" when several processes train
     example: Optional[str] = None  # a rendered training example, from the worker's data report
     ended: bool = False
     end_event: Optional[dict] = None
@@ -91,6 +92,7 @@ class RunProgress:
         self.pid = event.get("pid") or self.pid
         self.host = event.get("host") or self.host
         self.world_size = int(event.get("world_size") or 1)
+        self.strategy = event.get("strategy") or self.strategy
         if self.started_at is None and isinstance(event.get("time"), (int, float)):
             self.started_at = float(event["time"])
         self.ended, self.end_event, self.error_message = False, None, ""

@@ -63,7 +63,8 @@ class RunStateBar(Static):
         if view.tokens_per_second:
             line.append(f"  {view.tokens_per_second:,.0f} tok/s", style="dim")
         if view.world_size > 1:
-            line.append(f"  {view.world_size} processes", style="dim")
+            strategy = f" ({view.strategy.upper()})" if view.strategy and view.strategy != "none" else ""
+            line.append(f"  {view.world_size} processes{strategy}", style="dim")
         if not controls_here:
             line.append(f"  (started on {view.host}: watching only)", style="dim")
         line.append(f"  {self.run_dir}", style="dim")

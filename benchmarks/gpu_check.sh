@@ -7,6 +7,7 @@
 # The Python scripts are the same ones `make bench` runs on a CPU; only the settings are longer.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]        figures go to OUT_DIR (default $OUT, else benchmarks/gpu-results)
+#   benchmarks/gpu_check.sh --rehearse       (anywhere) check every benchmark line against its script's --help
 #   benchmarks/gpu_check.sh --prepare-model  (on a machine with the demo model) copy its config and
 #                                            tokenizer to .bench-gpu/model for a machine without it
 #
@@ -33,8 +34,30 @@ if [ "${1:-}" = "--prepare-model" ]; then
     exit 0
 fi
 
+# --rehearse (on any machine, no GPU needed): every benchmark line below is checked against its
+# script's own --help, so a device run is not spent on a typo in a flag or a script name.
+REHEARSE=
+if [ "${1:-}" = "--rehearse" ]; then REHEARSE=1; shift; fi
+
 OUT_DIR=${1:-${OUT:-benchmarks/gpu-results}}
 mkdir -p "$OUT_DIR"
+if [ -n "$REHEARSE" ]; then
+    export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+    status=0
+    for script in $(grep -o 'benchmarks/[a-z_]*\.py' "$0" | sort -u); do
+        [ -f "$script" ] || { echo "rehearse: $script is missing"; status=1; continue; }
+        help=$("$PY" "$script" --help 2>&1) || { echo "rehearse: $script --help failed: $help" | tail -3; status=1; continue; }
+        # Flags after the script's name on its bench lines (and their continuation lines).
+        ok=1
+        for flag in $(awk -v s="$script" 'index($0, s) {on=1} on {print} on && !/\\$/ {on=0}' "$0" \
+                      | grep -o -- '--[a-z][a-z-]*' | sort -u) --json-out; do
+            grep -q -- "$flag" <<<"$help" || { echo "rehearse: $script has no $flag"; status=1; ok=; }
+        done
+        [ -n "$ok" ] && echo "rehearse: $script takes its flags"
+    done
+    [ $status -eq 0 ] && echo "rehearse: every benchmark line matches its script" | tee "$OUT_DIR/rehearsal.txt"
+    exit $status
+fi
 # No GPU is a normal case here (CI, a laptop, a session without a lent machine): say so and succeed.
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
     echo "no NVIDIA GPU here (nvidia-smi finds none): nothing to measure; run this on a GPU machine" | tee "$OUT_DIR/summary.txt"
@@ -91,10 +114,11 @@ bench() {  # NAME SECONDS SCRIPT ARGS...: one benchmark, its table to NAME.txt a
     [ "$code" -eq 0 ] || { echo "$name: exit $code (124 = ran out of its $limit s)" | tee -a "$OUT_DIR/$name.txt"; status=1; }
 }
 
-# About 4 + 3.5 + 2 minutes; each bounded so that one slow part cannot eat the others' time.
-bench overhead 240 benchmarks/wrapper_overhead.py --model "$MODEL" --steps 60 --skip 10 --pairs 2 --batch-size 8 --max-seq-length 512
-bench memory 210 benchmarks/peak_memory.py --model "$MODEL" --cases lora:512,lora:2048,qlora:512,qlora:2048 --steps 6 --batch-size 4
-bench backends 150 benchmarks/backends.py --model "$MODEL" --steps 60 --skip 10 --batch-size 8 --max-seq-length 512
+# Bounded so that the whole script fits 10 minutes of device time (3 + 2 + 2 + 2 x 1.5) and one slow
+# part cannot eat the others' time; QLoRA's peaks come from the per-backend block below.
+bench overhead 180 benchmarks/wrapper_overhead.py --model "$MODEL" --steps 60 --skip 10 --pairs 2 --batch-size 8 --max-seq-length 512
+bench memory 120 benchmarks/peak_memory.py --model "$MODEL" --cases lora:512,lora:2048 --steps 6 --batch-size 4
+bench backends 120 benchmarks/backends.py --model "$MODEL" --steps 60 --skip 10 --batch-size 8 --max-seq-length 512
 
 # ---- issue 16: the memory estimate per backend ------------------------------------------------
 # Each backend's torch.cuda.max_memory_allocated (and NVML's peak) against that backend's estimate,
@@ -102,7 +126,7 @@ bench backends 150 benchmarks/backends.py --model "$MODEL" --steps 60 --skip 10 
 # Skip with SKIP_BACKEND_MEMORY=1.
 if [ -z "${SKIP_BACKEND_MEMORY:-}" ]; then
     for backend in unsloth peft; do
-        bench "memory-$backend" 150 benchmarks/peak_memory.py --backend "$backend" --model "$MODEL" \
+        bench "memory-$backend" 90 benchmarks/peak_memory.py --backend "$backend" --model "$MODEL" \
             --cases qlora:512,qlora:2048 --steps 3 --batch-size 4
     done
 fi

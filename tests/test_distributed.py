@@ -25,6 +25,12 @@ from engine.training import distributed
 from engine.training.distributed import Launch, resolve_launch, root_cause, torchrun_command
 from tests.conftest import DEMO_DATA, ROOT, events_of, run_cli, small_session, write_session
 
+
+# Several processes that train for real: slow, so `pytest -m "not training"` leaves them out.
+def trains(test):
+    return pytest.mark.training(pytest.mark.distributed(test))
+
+
 RUN_TIMEOUT = 420  # seconds for one launch on a loaded 2-core machine; a hang fails instead of blocking
 
 
@@ -133,6 +139,7 @@ def ddp_run(tmp_path_factory) -> dict:
     return seen
 
 
+@trains
 def test_a_stop_stops_both_ranks_with_a_checkpoint(ddp_run):
     code, output, seconds, reports = ddp_run["stop"]
     assert code == 130, output[-2000:]  # EXIT_STOPPED
@@ -145,6 +152,7 @@ def test_a_stop_stops_both_ranks_with_a_checkpoint(ddp_run):
     assert seconds < 120, "the stop took too long: a rank was left waiting"
 
 
+@trains
 def test_kill_9_of_one_rank_is_a_clear_error_and_the_run_resumes(ddp_run):
     code, output, victim = ddp_run["kill"]
     assert code == 1, output[-2000:]
@@ -160,6 +168,7 @@ def test_kill_9_of_one_rank_is_a_clear_error_and_the_run_resumes(ddp_run):
     assert events[third_start]["resume_from"], "the last launch did not resume from a checkpoint"
 
 
+@trains
 def test_ddp_replay_gives_one_adapter_one_event_stream_and_equal_weights(ddp_run):
     run_dir, events = ddp_run["run_dir"], ddp_run["events"]
     for code, output in ddp_run["nodes"]:
@@ -177,6 +186,7 @@ def test_ddp_replay_gives_one_adapter_one_event_stream_and_equal_weights(ddp_run
     assert not list(run_dir.glob("worker-rank-0*")) and (run_dir / "worker-rank-1.log").is_file()
 
 
+@trains
 def test_two_node_ranks_on_localhost_form_one_job(ddp_run):
     (code0, output0), (code1, output1) = ddp_run["nodes"]
     assert "2 processes, 1 on each of 2 nodes (DDP)" in output0 and "this is node 0" in output0
@@ -186,6 +196,7 @@ def test_two_node_ranks_on_localhost_form_one_job(ddp_run):
     assert json.loads((run_dir / "session.json").read_text())["distributed"]["node_rank"] == 0
 
 
+@trains
 def test_throughput_and_memory_are_the_whole_jobs(ddp_run):
     events = ddp_run["events"]
     last_start = [i for i, e in enumerate(events) if e["event"] == "start"][-1]
@@ -197,6 +208,7 @@ def test_throughput_and_memory_are_the_whole_jobs(ddp_run):
 
 
 # -- FSDP2 ------------------------------------------------------------------------------------------
+@trains
 def test_fsdp2_holds_half_the_parameters_per_rank_and_trains(tmp_path):
     session = _session(tmp_path, distributed__strategy="fsdp", training__max_steps=1)
     log = tmp_path / "replay.log"
@@ -221,6 +233,7 @@ def test_fsdp2_holds_half_the_parameters_per_rank_and_trains(tmp_path):
 
 
 # -- the DDP trap, on a tiny model --------------------------------------------------------------------
+@trains
 def test_lora_ddp_reentrant_checkpointing_trap_and_its_fix(tmp_path):
     """LoRA + DDP + reentrant gradient checkpointing fails ("marked as ready twice") when DDP looks
     for unused parameters, as transformers asks for a PEFT model; the arguments a distributed run

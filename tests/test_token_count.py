@@ -71,6 +71,7 @@ def test_tokens_seen_counts_the_trained_batches_only(tmp_path):
     assert result["samples"] == 3 * 2 * 2
     assert result["tokens"] == 3 * per_step
     assert result["tokens_seen"] == [per_step, 2 * per_step, 3 * per_step]
-    # Steps 2 and 3 each follow a one-second evaluation; a step of this tiny model takes a few
-    # milliseconds, so a rate under per_step / 0.5 s would mean the evaluation was counted as training.
-    assert all(rate > per_step / 0.5 for rate in result["tokens_per_second"][1:]), result["tokens_per_second"]
+    # Steps 2 and 3 each follow a one-second evaluation. Counted as training it would put the rate
+    # under per_step / 1 s; a step of this tiny model takes milliseconds (about half a second on a
+    # machine loaded with other trainings), so its own rate is well above that.
+    assert all(rate > per_step / 1.0 for rate in result["tokens_per_second"][1:]), result["tokens_per_second"]

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from textual.app import App
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -63,8 +65,6 @@ async def shoot_run_screens() -> list[Path]:
     recorded finished run; both read copies of the fixtures under tests/fixtures/events/."""
     import shutil
 
-    from textual.app import App
-
     from tui.screens.finish import FinishScreen
     from tui.screens.training import TrainingScreen
 
@@ -79,19 +79,26 @@ async def shoot_run_screens() -> list[Path]:
         run_dir = runs / fixture
         shutil.copytree(fixtures / fixture, run_dir)
 
-        class Viewer(App):
-            CSS_PATH = str(ROOT / "tui" / "styles" / "app.tcss")
-
-            def on_mount(self, make=make, run_dir=run_dir) -> None:
-                self.push_screen(make(run_dir))
-
-        app = Viewer()
+        app = Viewer(make(run_dir))
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
             await pilot.pause(1.0)  # the chart draws off the event loop
             await settle(pilot)
             saved.append(Path(app.save_screenshot(name, str(OUT))))
     return saved
+
+
+class Viewer(App):
+    """Shows one screen, as the wizard would over its steps."""
+
+    CSS_PATH = str(ROOT / "tui" / "styles" / "app.tcss")
+
+    def __init__(self, first_screen):
+        super().__init__()
+        self.first_screen = first_screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self.first_screen)
 
 
 async def main() -> int:

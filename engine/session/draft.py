@@ -138,7 +138,7 @@ def save_draft(draft: WizardDraft) -> Path:
     # absolute (a relative path in a session file would be read against the state folder).
     session = draft.session.resolved(Path.cwd())
     if not draft.session.dataset.path:  # no dataset chosen yet stays "none", not the working folder
-        session = session.model_copy(update={"dataset": session.dataset.model_copy(update={"path": ""})})
+        session = session.with_changes({"dataset.path": ""}, where="the session in progress")
     path = save_session(session, last_session_path())
     position = {
         "step": draft.step,

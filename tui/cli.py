@@ -34,12 +34,17 @@ def _main_parser() -> argparse.ArgumentParser:
         "--no-oom-retry", action="store_true",
         help="with --replay: stop at an out-of-memory error instead of retrying with the cheapest remedy",
     )
-    parser.add_argument("--session", metavar="SESSION.json", help="wizard: open this session")
-    parser.add_argument("--model", help="wizard: start with this model (hub id, folder or .gguf)")
-    parser.add_argument("--dataset", help="wizard: start with this dataset file")
-    parser.add_argument("--gpu", help="wizard: plan for this GPU from the catalogue instead of the one found")
-    parser.add_argument("--vram", type=float, metavar="GB", help="wizard: plan for this much VRAM")
+    add_wizard_arguments(parser.add_argument_group("the wizard"))
     return parser
+
+
+def add_wizard_arguments(group) -> None:
+    """Where the wizard starts: shared by `lora-tui` and `lora-tui serve` (each browser tab)."""
+    group.add_argument("--session", metavar="SESSION.json", help="open this session")
+    group.add_argument("--model", help="start with this model (hub id, folder or .gguf)")
+    group.add_argument("--dataset", help="start with this dataset file")
+    group.add_argument("--gpu", help="plan for this GPU from the catalogue instead of the one found")
+    group.add_argument("--vram", type=float, metavar="GB", help="plan for this much VRAM")
 
 
 # `lora-tui NAME ...`: the function that runs each subcommand, as "module:function". Each parses its

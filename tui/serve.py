@@ -34,12 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--public-url", metavar="URL",
                         help="the address the browser uses, when it differs from http://HOST:PORT "
                         "(a provider's web proxy, e.g. https://abc-8000.proxy.example.net)")
-    wizard = parser.add_argument_group("the wizard in each browser tab")
-    wizard.add_argument("--session", metavar="SESSION.json", help="open this session")
-    wizard.add_argument("--model", help="start with this model (hub id, folder or .gguf)")
-    wizard.add_argument("--dataset", help="start with this dataset file")
-    wizard.add_argument("--gpu", help="plan for this GPU from the catalogue instead of the one found")
-    wizard.add_argument("--vram", type=float, metavar="GB", help="plan for this much VRAM")
+    from tui.cli import add_wizard_arguments
+
+    add_wizard_arguments(parser.add_argument_group("the wizard in each browser tab"))
     return parser
 
 

@@ -6,8 +6,7 @@ convincing before/after. For the tuned model to handle messages it has not seen,
 the way real ones do: first-person notes, signature blocks, labelled fields in any order, third-person
 call notes, e-mail headers, terse one-liners and texts; names from many places, companies named
 after people (so a company is not taken for a name), e-mail addresses of several shapes, phone
-numbers as people write them, and made-up names, places and firms that can only be copied from the
-message, not recalled. Every value in a record appears verbatim in its message.
+numbers as people write them. Every value in a record appears verbatim in its message.
 
 `contacts_heldout.jsonl` beside it is hand-written, not generated: messages in other wordings, with
 names, companies and cities that this generator never uses (`lora-tui eval RUN_DIR --data
@@ -56,13 +55,7 @@ ROLES = ["Sales Manager", "Office Manager", "Founder", "CEO", "Head of Procureme
          "Project Lead", "Marketing Director", "Operations Manager", "Buyer", "Owner", "Partner", "Recruiter"]
 FREE_MAIL = ["gmail.com", "outlook.com", "yahoo.com", "proton.me", "icloud.com", "gmx.net", "mail.com", "example.com",
              "example.org", "example.net"]
-TLDS = ["com", "com", "net", "io", "co.uk", "de", "fr", "es", "it", "nl", "ca", "com.au", "co", "co.za", "com.br", "co.jp",
-        "co.in", "com.mx", "com.sg", "org", "eu"]
-# Made-up words for names, places and firms the model cannot have memorised: it must copy them from
-# the message, which is what the task is (a list of real names alone is learned by heart).
-SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "dor", "el", "an", "tis", "bel", "ru", "sa", "mar", "nik", "o", "zu", "fen",
-             "gal", "hal", "ir", "jo", "kel", "lan", "mor", "nev", "pa", "qui", "ros", "ste", "tor", "ul", "vi", "wen",
-             "ya", "zan", "bre", "cha", "dri", "esk", "ith"]
+TLDS = ["com", "com", "net", "io", "co.uk", "de", "fr", "es", "it", "nl", "ca", "com.au", "co"]
 INSTRUCTIONS = [
     "Extract the contact details from the message as JSON.",
     "Return the sender's contact information as a JSON object.",
@@ -81,10 +74,6 @@ FILLERS = ["I'd like a quote for 200 units.", "Following up on our call yesterda
            "Let me know what works for you.", "I have a question about my order.", "Looking forward to working together."]
 
 
-def made_up(rng: random.Random, parts: tuple = (2, 3)) -> str:
-    return "".join(rng.choice(SYLLABLES) for _ in range(rng.choice(parts))).capitalize()
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
@@ -92,11 +81,10 @@ def slug(text: str) -> str:
 def company_name(rng: random.Random) -> str:
     kind = rng.random()
     if kind < 0.3:
-        last = rng.choice(LAST) if rng.random() < 0.6 else made_up(rng)
+        last = rng.choice(LAST)
         return rng.choice([f"{last} & Sons", f"{last} Partners", f"{last} Consulting", f"{last} & {rng.choice(LAST)}",
                            f"{last} {rng.choice(COMPANY_KINDS)}"])
-    word = rng.choice(COMPANY_WORDS) if rng.random() < 0.6 else made_up(rng)
-    return f"{word} {rng.choice(COMPANY_KINDS)}{rng.choice(SUFFIXES)}"
+    return f"{rng.choice(COMPANY_WORDS)} {rng.choice(COMPANY_KINDS)}{rng.choice(SUFFIXES)}"
 
 
 def email_address(rng: random.Random, first: str, last: str, company) -> str:
@@ -142,7 +130,7 @@ def first_person(rng, c) -> str:
     intro = rng.choice([f"I'm {name}", f"This is {name}", f"My name is {name}", f"{name} here", f"It's {name}"])
     if company:
         intro += rng.choice([f" from {company}", f" at {company}", f" with {company}", f", {rng.choice(ROLES).lower()} at {company}",
-                             f" and I work for {company}", f" of {company}", f" and I run {company}", f" ({company})",
+                             f" and I work for {company}", f" of {company}", f" and I run {company}",
                              f", {rng.choice(ROLES).lower()} of {company}"])
     if city and rng.random() < 0.5:
         intro += rng.choice([f" in {city}", f" based in {city}", f", writing from {city}", f" ({city})"])
@@ -290,15 +278,14 @@ LAYOUTS = [first_person, first_person, signature, labelled, third_person, email_
 
 
 def make_contact(rng: random.Random) -> dict:
-    first = rng.choice(FIRST) if rng.random() < 0.6 else made_up(rng)
-    last = rng.choice(LAST) if rng.random() < 0.6 else made_up(rng)
+    first, last = rng.choice(FIRST), rng.choice(LAST)
     company = company_name(rng) if rng.random() < 0.6 else None
     return {
         "name": f"{first} {last}",
         "email": email_address(rng, first, last, company) if rng.random() < 0.75 else None,
         "phone": phone_number(rng) if rng.random() < 0.65 else None,
         "company": company,
-        "city": (rng.choice(CITIES) if rng.random() < 0.7 else made_up(rng)) if rng.random() < 0.65 else None,
+        "city": rng.choice(CITIES) if rng.random() < 0.65 else None,
     }
 
 

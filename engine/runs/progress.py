@@ -152,7 +152,8 @@ class RunProgress:
         state = event.get("state")
         words = {"loading_model": ("starting", "loading the model"), "preparing_data": ("starting", "preparing the data"),
                  "paused": ("paused", f"at step {event.get('step', self.step)}"), "running": ("running", ""),
-                 "merging": ("running", "merging the adapter")}
+                 "merging": ("running", "merging the adapter"),
+                 "evaluating": ("running", "evaluating base against tuned")}
         if state in words:
             self.status_word, self.status_detail = words[state]
 

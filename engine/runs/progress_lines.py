@@ -35,6 +35,8 @@ def format_event(event: dict, session=None) -> str | None:
             return f"Preparing {event.get('dataset')} ..."
         if state == "merging":
             return "Merging the adapter into the base model (a fresh process) ..."
+        if state == "evaluating":
+            return "Evaluating: base against fine-tuned on the eval split (greedy, a fresh process) ..."
         if state == "paused":
             return f"Paused at step {event.get('step')}."
         if state == "running":

@@ -12,6 +12,7 @@ TITLES = {
     "oom": "Out of memory",
     "nan": "Loss became NaN",
     "divergence": "Loss is exploding",
+    "no_task_gain": "The loss fell but the task did not improve",
 }
 RESTART_WORDS = {"resume": "resumes from the last checkpoint", "fresh": "restarts the run", None: "advice"}
 

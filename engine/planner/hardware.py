@@ -111,6 +111,9 @@ class GPUSpec(_Checked):
     vram_gb: float = Field(gt=0, description="memory as NVML reports it, in GiB")
     bf16: bool = Field(description="bfloat16 support: compute capability 8.0 (Ampere) or newer")
     compute_capability: Optional[tuple[int, int]] = Field(None, description="[major, minor]")
+    peak_tflops: Optional[float] = Field(
+        None, gt=0, description="data-sheet dense bf16 tensor TFLOPS with FP32 accumulate (fp16 without bf16): "
+        "what the training-time estimate divides by")
     aliases: tuple[str, ...] = Field((), description="other spellings: NVML's name, marketing names")
 
 

@@ -19,6 +19,13 @@ from dataclasses import asdict, dataclass, field
 
 from engine.errors import UserError
 from engine.planner.architecture import ModelInfo
+from engine.planner.distributed_terms import (
+    SHARDED_PARTS,
+    STRATEGIES,  # noqa: F401  (re-exported)
+    check_strategy,
+    gathered_bytes,
+    per_gpu_model_states,
+)
 from engine.planner.memory_terms import (
     BACKENDS,
     FP32,
@@ -34,6 +41,8 @@ from engine.planner.target_modules import count_trainable_params, resolve_target
 GIB = 1024**3
 METHODS = ("full", "lora", "qlora")
 COMPONENTS = ("weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead")
+# Parts only a run on several GPUs has: FSDP's gathered layers (and root), DDP's gradient buckets.
+DISTRIBUTED_COMPONENTS = ("gathered", "buckets")
 
 # Training runs in 16 bit (bf16, or fp16 on GPUs older than Ampere): 2 bytes a weight (HALF).
 # NF4 with double quantisation (QLoRA's default): 4 bits, plus an 8-bit absmax per 64-weight block,
@@ -79,6 +88,15 @@ class MemoryEstimate:
     device: str = "cuda"
     backend: str | None = None  # "unsloth" or "peft"; None for the plain terms
     loss_kernel: str = "eager"
+    # Several GPUs: the estimate is per GPU. "none" (one GPU), "ddp" (a full copy on each) or "fsdp"
+    # (weights, adapter, gradients and optimizer divided by world_size, plus the gathered layers).
+    strategy: str = "none"
+    world_size: int = 1
+    # FSDP's parts before the division: {part: GiB for the whole model}, shown as "whole / N".
+    unsharded: dict[str, float] = field(default_factory=dict)
+    # FSDP with CPU offload: the sharded parts live in RAM (GiB a process), not on the GPU.
+    cpu_offload: bool = False
+    offloaded_gb: float = 0.0
 
     def fits(self, available_gb: float, headroom: float = 0.9) -> bool:
         """True when the estimate uses at most `headroom` of `available_gb`."""
@@ -102,6 +120,10 @@ def estimate_memory(
     backend: str | None = None,
     loss_kernel: str | None = None,
     adapter_dtype: str = "float32",
+    strategy: str = "none",
+    world_size: int = 1,
+    cpu_offload: bool = False,
+    prefetch: bool = True,
 ) -> MemoryEstimate:
     """Estimated peak memory (GiB) of one training step of `method` on `info`.
 
@@ -111,8 +133,13 @@ def estimate_memory(
     `device="cpu"` estimates RAM for CPU training. `loss_kernel` ("eager", "chunked", "fused",
     "cpu_chunked") overrides the backend's; `adapter_dtype` is "float32" (PEFT's default,
     autocast_adapter_dtype) or "bfloat16".
+
+    On several GPUs (`world_size` processes in all, `strategy` "ddp" or "fsdp") the estimate is for
+    one GPU: see `engine.planner.distributed_terms`. `cpu_offload` (FSDP only) keeps the sharded
+    parts in RAM; `prefetch` gathers the next layer while one computes (FSDP2's default).
     """
     _check(method, r, batch_size, seq_len, gradient_checkpointing, optim, device)
+    check_strategy(strategy, world_size, cpu_offload)
     if adapter_dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f'adapter_dtype must be "float32" or "bfloat16", not {adapter_dtype!r}.')
     kernels = kernels_for(backend, device, method, gradient_checkpointing, loss_kernel)
@@ -144,18 +171,29 @@ def estimate_memory(
         gradients = trainable * adapter_bytes
         optimizer = trainable * state_bytes[adapter_bytes]
 
+    states = {"weights": weights, "adapter": adapter, "gradients": gradients, "optimizer": optimizer}
+    gathered = 0.0
+    if strategy == "fsdp" and world_size > 1:
+        kept = FP32 if kernels.fp32_unquantized else word
+        gathered = gathered_bytes(info, method, word=word, kept=kept, trainable=trainable,
+                                  grad_bytes=word if method == "full" else adapter_bytes, prefetch=prefetch,
+                                  nf4_bytes=NF4_DOUBLE_QUANT_BYTES)
+    per_gpu = per_gpu_model_states(states, strategy, world_size, gathered=gathered, cpu_offload=cpu_offload)
     parts = {
-        "weights": weights,
-        "adapter": adapter,
-        "gradients": gradients,
-        "optimizer": optimizer,
+        **{name: per_gpu[name] for name in states},
         "activations": activation_bytes(info, tokens, kernels.checkpointing, word, device),
         "logits": logit_bytes(info, tokens, kernels.loss_kernel, word),
     }
+    for name in DISTRIBUTED_COMPONENTS:
+        if per_gpu.get(name):
+            parts[name] = per_gpu[name]
     subtotal = sum(parts.values()) / GIB
     overhead = overhead_gb(subtotal, device)
     components = {name: round(value / GIB, 3) for name, value in parts.items()}
     components["overhead"] = round(overhead, 3)
+    sharded = strategy == "fsdp" and world_size > 1
+    unsharded = {name: round(states[name] / GIB, 3) for name in SHARDED_PARTS if sharded and states[name]}
+    offloaded = sum(states.values()) / world_size / GIB if sharded and cpu_offload else 0.0
     return MemoryEstimate(
         method=method,
         total_gb=round(subtotal + overhead, 2),
@@ -170,6 +208,11 @@ def estimate_memory(
         device=device,
         backend=kernels.backend,
         loss_kernel=kernels.loss_kernel,
+        strategy=strategy if world_size > 1 else "none",
+        world_size=world_size,
+        unsharded=unsharded,
+        cpu_offload=bool(sharded and cpu_offload),
+        offloaded_gb=round(offloaded, 3),
     )
 
 

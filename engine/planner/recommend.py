@@ -9,6 +9,14 @@ The plan is made for the backend that will run: "unsloth", "peft", or "auto", wh
 wherever it imports and so is planned for Unsloth. A plan for Unsloth is checked against the peft
 backend too; when only Unsloth's kernels make it fit, `backend` says "unsloth" so that the session
 pins it and "auto" cannot fall back to a peft run that would run out of memory.
+
+On several GPUs (`num_gpus` a node, `nodes` nodes) the plan is per GPU and picks the strategy too:
+one GPU ("none") when nothing can be split (an effective batch of 1); DDP when the method fits on
+each GPU with a full copy (about N times the throughput); FSDP when it fits only sharded; FSDP with
+CPU offload (the sharded states in RAM: slower, but the known recipe for a 70B on two 24 GB cards)
+when it fits only so and the RAM holds the shards. Methods keep their order: a method that fits
+with any strategy beats a leaner one. The effective batch is kept across GPUs: per-device batch x
+accumulation x GPUs.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ DEFAULT_R = 16
 HIGH_CAPACITY_R = 64  # the seed's "higher capacity" preset
 OPTIM = "adamw_8bit"
 PREFERENCE = ("full", "lora", "qlora")
+OFFLOAD_PREFERENCE = ("qlora", "lora")  # FSDP with CPU offload: the fewest bytes over PCIe first
 SLOW_ON_CPU_PARAMS = 2e9
 NAMES = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base)"}
 KERNELS = {"unsloth": "with Unsloth's kernels", "peft": "on the peft backend"}
@@ -57,6 +66,14 @@ class Recommendation:
     planned_backend: str = "unsloth"
     by_backend: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Several GPUs: "none" (one GPU), "ddp" or "fsdp"; the GPUs the plan is for (all nodes), and
+    # whether FSDP keeps the sharded states in RAM (offloaded_gb a process). The estimate is per GPU.
+    strategy: str = "none"
+    world_size: int = 1
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    cpu_offload: bool = False
+    offloaded_gb: float = 0.0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -74,17 +91,24 @@ def recommend(
     ram_gb: float | None = None,
     backend: str = "auto",
     r: int = DEFAULT_R,
+    num_gpus: int = 1,
+    nodes: int = 1,
+    node_ram_gb: float | None = None,
 ) -> Recommendation:
     """The best plan for `info` on a GPU with `vram_gb` GiB, or on the CPU when `vram_gb` is None,
     for `backend` ("auto", "unsloth" or "peft") at LoRA rank `r`.
 
-    On the CPU `ram_gb` (available RAM) is the budget when given.
+    On the CPU `ram_gb` (available RAM) is the budget when given. With `num_gpus` GPUs on each of
+    `nodes` nodes the plan is per GPU and names its strategy; `node_ram_gb` (a node's available
+    RAM, None when unknown: planned hardware) bounds FSDP's CPU offload.
     """
     for label, value in (
         ("--seq-len", seq_len),
         ("--batch", batch_size),
         ("gradient_accumulation_steps", gradient_accumulation_steps),
         ("--rank", r),
+        ("--num-gpus", num_gpus),
+        ("--nodes", nodes),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{label} must be a positive whole number, not {value!r}.")
@@ -96,6 +120,8 @@ def recommend(
                     pinned=backend != "auto")
     if vram_gb is None:
         return plan.cpu(ram_gb)
+    if num_gpus * nodes > 1:
+        return plan.several(float(vram_gb), num_gpus, nodes, node_ram_gb)
     return plan.gpu(float(vram_gb))
 
 
@@ -110,13 +136,16 @@ def _candidates(batch_size: int, effective: int):
         batch = max(1, batch // 2)
 
 
-def _estimate(info, method, batch, seq_len, checkpointing, device, backend, r=DEFAULT_R) -> MemoryEstimate:
-    """One candidate step; checkpointing is Unsloth's offloaded mode on the unsloth backend."""
+def _estimate(info, method, batch, seq_len, checkpointing, device, backend, r=DEFAULT_R, layout=None) -> MemoryEstimate:
+    """One candidate step; checkpointing is Unsloth's offloaded mode on the unsloth backend.
+    `layout` is (strategy, world_size, cpu_offload) on several GPUs."""
     if checkpointing:
         checkpointing = "unsloth" if backend == "unsloth" else True
+    strategy, world, offload = layout or ("none", 1, False)
     return estimate_memory(
         info, method, r=r, target_modules=None, batch_size=batch, seq_len=seq_len,
         gradient_checkpointing=checkpointing, optim=OPTIM, device=device, backend=backend,
+        strategy=strategy, world_size=world, cpu_offload=offload,
     )
 
 
@@ -129,14 +158,20 @@ class _Planner:
     backend: str  # "unsloth" or "peft"
     r: int
     pinned: bool = False  # the backend was chosen, not "auto"
+    layout: tuple = ("none", 1, False)  # (strategy, world_size, cpu_offload) of the estimates
+    ram_budget: float | None = None  # RAM a process may use for FSDP's offloaded shards (None: unchecked)
+    per_node: int = 1  # processes (GPUs) a node
 
-    def estimate(self, method, batch, checkpointing, device, backend=None, r=None) -> MemoryEstimate:
-        return _estimate(self.info, method, batch, self.seq_len, checkpointing, device, backend or self.backend, r or self.r)
+    def estimate(self, method, batch, checkpointing, device, backend=None, r=None, layout=None) -> MemoryEstimate:
+        return _estimate(self.info, method, batch, self.seq_len, checkpointing, device, backend or self.backend,
+                         r or self.r, layout or self.layout)
 
     def first_fit(self, method, budget, device, backend=None):
-        for batch, accumulation, checkpointing in _candidates(self.batch_size, self.effective):
+        world = self.layout[1]
+        for batch, accumulation, checkpointing in _candidates(self.batch_size, math.ceil(self.effective / world)):
             estimate = self.estimate(method, batch, checkpointing, device, backend)
-            if budget is None or estimate.total_gb <= budget:
+            fits = budget is None or estimate.total_gb <= budget
+            if fits and (self.ram_budget is None or estimate.offloaded_gb <= self.ram_budget):
                 return batch, accumulation, checkpointing, estimate
         return None
 
@@ -166,6 +201,10 @@ class _Planner:
             device=device,
             budget_gb=round(budget, 2) if budget is not None else None,
             planned_backend=self.backend,
+            strategy=estimate.strategy,
+            world_size=estimate.world_size,
+            cpu_offload=estimate.cpu_offload,
+            offloaded_gb=estimate.offloaded_gb,
         )
         for backend in BACKENDS:
             same = estimate if backend == self.backend else self.estimate(method, batch, checkpointing, device, backend)
@@ -190,9 +229,10 @@ class _Planner:
 
     def changes(self, rec: Recommendation) -> str:
         changes = []
-        if rec.per_device_train_batch_size != self.batch_size:
+        if rec.per_device_train_batch_size != self.batch_size or rec.world_size > 1:
+            gpus = f" x {rec.world_size} GPUs" if rec.world_size > 1 else ""
             changes.append(
-                f"batch {rec.per_device_train_batch_size} x {rec.gradient_accumulation_steps} accumulation "
+                f"batch {rec.per_device_train_batch_size} x {rec.gradient_accumulation_steps} accumulation{gpus} "
                 f"keeps the effective batch of {self.effective}"
             )
         if rec.gradient_checkpointing:
@@ -244,6 +284,93 @@ class _Planner:
             reason=reason, estimate=leanest, device="cuda", budget_gb=round(budget, 2), planned_backend=self.backend,
             by_backend={b: self.estimate("qlora", 1, True, "cuda", backend=b).total_gb for b in BACKENDS},
         )
+
+    # -- several GPUs ------------------------------------------------------------------------------
+    def several(self, vram_gb: float, num_gpus: int, nodes: int, node_ram_gb: float | None) -> Recommendation:
+        world = num_gpus * nodes
+        budget = vram_gb * HEADROOM
+        self.per_node = num_gpus
+        # FSDP's offloaded shards: every process of a node keeps its own in that node's RAM.
+        ram_budget = node_ram_gb * RAM_HEADROOM / num_gpus if node_ram_gb else None
+        one = self.gpu(vram_gb)  # the one-GPU plan, for comparison (and the answer when nothing splits)
+        if self.effective < 2:
+            one.notes.append(f"An effective batch of {self.effective} cannot be split over {world} GPUs: one GPU is used.")
+            return self._placed(one, num_gpus, nodes)
+        # Offload is slow, so it comes last; under it the leanest method wins, for every step copies
+        # each weight from RAM to the GPUs (4-bit weights move a quarter of the bytes) and the
+        # optimizer steps on the CPU (never a full fine-tune's).
+        searches = [
+            (PREFERENCE, [("ddp", world, False), ("fsdp", world, False)]),
+            (OFFLOAD_PREFERENCE, [("fsdp", world, True)]),
+        ]
+        for methods, candidates in searches:
+            for method in methods:
+                for layout in candidates:
+                    self.layout, self.ram_budget = layout, ram_budget if layout[2] else None
+                    fit = self.first_fit(method, budget, "cuda")
+                    if fit is not None:
+                        rec = self.build(method, *fit, "cuda", budget)
+                        rec.reason = self.several_reason(rec, vram_gb, one)
+                        self.layout, self.ram_budget = ("none", 1, False), None
+                        return self._placed(rec, num_gpus, nodes)
+        self.layout, self.ram_budget = ("fsdp", world, True), None
+        leanest = self.estimate("qlora", 1, True, "cuda")
+        sharded = self.estimate("qlora", 1, True, "cuda", layout=("fsdp", world, False))
+        self.layout = ("none", 1, False)
+        text = (
+            f"Nothing fits on {world} x {_size(vram_gb)} GB: even QLoRA at batch 1 sharded with FSDP needs about "
+            f"{sharded.total_gb:.1f} GB a GPU"
+        )
+        if leanest.total_gb <= budget and ram_budget is not None:
+            text += (f", and with CPU offload about {leanest.offloaded_gb:.1f} GB of RAM a process "
+                     f"({leanest.offloaded_gb * num_gpus:.0f} GB a node; {node_ram_gb:.0f} GB available)")
+        else:
+            text += f" (about {leanest.total_gb:.1f} GB with CPU offload)"
+        rec = Recommendation(
+            method=None, r=None, lora_alpha=None, per_device_train_batch_size=1,
+            gradient_accumulation_steps=max(1, self.effective // world), gradient_checkpointing=True, target_modules=[],
+            reason=text + f"; more GPUs, bigger GPUs or a smaller model would fit. On one GPU: {one.reason}",
+            estimate=sharded, device="cuda", budget_gb=round(budget, 2), planned_backend=self.backend,
+            by_backend={b: self.estimate("qlora", 1, True, "cuda", backend=b, layout=("fsdp", world, False)).total_gb
+                        for b in BACKENDS},
+            strategy="fsdp", world_size=world,
+        )
+        return self._placed(rec, num_gpus, nodes)
+
+    @staticmethod
+    def _placed(rec: Recommendation, num_gpus: int, nodes: int) -> Recommendation:
+        if rec.strategy == "none":
+            rec.nproc_per_node, rec.nnodes = 1, 1
+        else:
+            rec.nproc_per_node, rec.nnodes = num_gpus, nodes
+        return rec
+
+    def several_reason(self, rec: Recommendation, vram_gb: float, one: Recommendation) -> str:
+        name, world, each = NAMES[rec.method], rec.world_size, rec.estimate.total_gb
+        size = f"{_size(vram_gb)} GB"
+        alone = self.estimate(rec.method, 1, True, "cuda", layout=("none", 1, False))
+        if rec.strategy == "ddp":
+            text = (
+                f"{name} fits on each GPU: about {each:.1f} of {size} a GPU {KERNELS[self.backend]}; DDP over {world} "
+                f"GPUs keeps a full copy on each and trains about {world}x as fast as one"
+            )
+        elif not rec.cpu_offload:
+            text = (
+                f"{name} does not fit one GPU (about {alone.total_gb:.1f} GB even at batch 1): FSDP shards weights, "
+                f"gradients and optimizer state over {world} GPUs, about {each:.1f} of {size} a GPU {KERNELS[self.backend]}"
+            )
+        else:
+            sharded = self.estimate(rec.method, 1, True, "cuda", layout=("fsdp", world, False))
+            per_node = rec.offloaded_gb * self.per_node
+            text = (
+                f"{name} fits neither one GPU (about {alone.total_gb:.1f} GB) nor {world} sharded in GPU memory "
+                f"(about {sharded.total_gb:.1f} GB a GPU): FSDP with CPU offload keeps the shards in RAM, about "
+                f"{each:.1f} of {size} a GPU and {rec.offloaded_gb:.1f} GB of RAM a process ({per_node:.0f} GB a node "
+                f"with one process a GPU); slower than without offload (the optimizer steps on the CPU)"
+            )
+        if one.method is not None and one.method != rec.method:
+            text += f" (one GPU would allow only {NAMES[one.method]})"
+        return text + self.changes(rec) + self.pin_sentence(rec)
 
     # -- CPU -------------------------------------------------------------------------------------
     def cpu(self, ram_gb: float | None) -> Recommendation:

@@ -1,0 +1,80 @@
+"""What one GPU holds when a run is spread over several: the per-GPU terms of the estimate.
+
+  none  one process on one GPU: the estimate as it always was.
+  ddp   DistributedDataParallel: every GPU keeps a full copy of the model states (frozen and
+        trainable weights, gradients, optimizer state) and the reducer's flat gradient buckets,
+        a second copy of the gradients that the all-reduce works on ("buckets").
+  fsdp  FSDP2 / ZeRO-3 (P_os+g+p in the ZeRO paper): weights, adapter, gradients and optimizer
+        state are divided by the world size (every GPU of every node). On top, each GPU holds what
+        is gathered for the computation ("gathered"): one decoder layer at a time, two with
+        prefetch (the next layer's all-gather overlaps this layer's compute: FSDP2's default), each
+        with its unsharded gradient before the reduce-scatter, and the root module (input
+        embedding, output head, final norm), which FSDP2 keeps gathered from forward to backward.
+        QLoRA + FSDP shards the 4-bit weights themselves (bnb_4bit_quant_storage = the compute
+        dtype), so a gathered layer is a 4-bit layer. With CPU offload (FSDP2's CPUOffloadPolicy,
+        Unsloth's UNSLOTH_FSDP2_CPU_OFFLOAD) the sharded parts live in RAM, and the GPU holds only
+        what is gathered, the activations and the logits.
+
+Activations and logits are per GPU whatever the strategy: each GPU runs its own micro-batch.
+
+Checked in tests/test_distributed_plan.py against the ZeRO paper (Rajbhandari et al. 2019, 7.5B
+parameters, 16 bytes a parameter: 120 GB on one GPU, 1.88 GB a GPU under P_os+g+p on 64) and
+against DeepSpeed's `estimate_zero3_model_states_mem_needs` (18 bytes a parameter divided by the
+GPUs, plus 4 bytes a parameter of the largest layer).
+"""
+
+from __future__ import annotations
+
+from engine.errors import UserError
+
+STRATEGIES = ("none", "ddp", "fsdp")
+SHARDED_PARTS = ("weights", "adapter", "gradients", "optimizer")
+# Layers gathered at once under FSDP: the one computing and, with prefetch, the next.
+GATHERED_LAYERS = {True: 2, False: 1}
+
+
+def check_strategy(strategy: str, world_size: int, cpu_offload: bool = False) -> None:
+    if strategy not in STRATEGIES:
+        raise UserError(f'strategy must be "none", "ddp" or "fsdp", not {strategy!r}.')
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise UserError(f"The number of GPUs must be a positive whole number, not {world_size!r}.")
+    if strategy == "none" and world_size > 1:
+        raise UserError(f'strategy "none" is one GPU; {world_size} GPUs need "ddp" or "fsdp".')
+    if cpu_offload and strategy != "fsdp":
+        raise UserError('CPU offload shards the model states into RAM: it needs strategy "fsdp".')
+
+
+def per_gpu_model_states(states: dict[str, float], strategy: str, world_size: int, *, gathered: float = 0.0,
+                         cpu_offload: bool = False) -> dict[str, float]:
+    """The model states one GPU holds, in the units of `states` ({"weights", "adapter", "gradients",
+    "optimizer"}: the whole model's), plus "gathered" (FSDP) or "buckets" (DDP) where they apply."""
+    check_strategy(strategy, world_size, cpu_offload)
+    if world_size == 1 or strategy == "none":
+        return dict(states)
+    if strategy == "ddp":
+        return {**states, "buckets": states.get("gradients", 0.0)}
+    shard = 0.0 if cpu_offload else 1.0 / world_size
+    return {**{name: value * shard for name, value in states.items()}, "gathered": gathered}
+
+
+def gathered_bytes(info, method: str, *, word: int, kept: int, trainable: int, grad_bytes: float, prefetch: bool,
+                   nf4_bytes: float) -> float:
+    """Bytes FSDP gathers on each GPU at its peak: `GATHERED_LAYERS` decoder layers (their weights in
+    the bytes they are stored in, their trainable parameters and those parameters' unsharded
+    gradients) and the root module (embedding and output head), gathered for the whole step."""
+    layers = max(1, info.num_layers)
+    root = info.embedding_params
+    layer_params = max(0, info.params - root) / layers
+    if method == "qlora":
+        quantized = info.quantizable_params / layers
+        layer_weights = quantized * nf4_bytes + max(0.0, layer_params - quantized) * kept
+        root_bytes = root * kept
+    else:
+        layer_weights = layer_params * word
+        root_bytes = root * word
+    if method == "full":
+        layer_trainable = layer_params * grad_bytes  # the gradient; the weight is counted above
+        root_bytes += root * grad_bytes
+    else:
+        layer_trainable = trainable / layers * 2 * grad_bytes  # the adapter and its gradient
+    return GATHERED_LAYERS[bool(prefetch)] * (layer_weights + layer_trainable) + root_bytes

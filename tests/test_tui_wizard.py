@@ -440,3 +440,31 @@ def test_a_remedy_that_changed_the_run_session_becomes_the_wizard_session(tmp_pa
 
     assert run(remedy()).training.learning_rate == 5e-5
     assert session_from_dict(load_draft().session.to_dict()).training.learning_rate == 5e-5  # and saved
+
+
+def test_the_prompt_layout_follows_the_model_unless_the_person_chose_one(tmp_path, monkeypatch):
+    import shutil
+
+    isolate(monkeypatch, tmp_path)
+    configs = Path(__file__).resolve().parent / "configs"
+    instruct = shutil.copytree(configs / "qwen2.5-0.5b", tmp_path / "Qwen2.5-0.5B-Instruct")  # meta device: no weights
+
+    async def change_model(to: Path, chosen_layout=None):
+        app = build_app(dataset=str(DEMO_DATA), offer_resume=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            before = app.session.dataset.template
+            if chosen_layout:
+                app.edit_session({"dataset.template": chosen_layout})
+            app.goto("model", check=False)
+            await settle(pilot)
+            app.screen.query_one("#model-name", Input).value = str(to)
+            await pilot.press("ctrl+n")
+            await settle(pilot)
+            return before, app.session.dataset.template
+
+    # The instruct demo starts in its chat template; a base model gets the Alpaca layout.
+    assert run(change_model(configs / "llama-3.1-8b")) == ("chat", "alpaca")
+    # Another instruct model would get its chat template, but the person chose Alpaca: it stays.
+    assert run(change_model(instruct)) == ("chat", "chat")
+    assert run(change_model(instruct, chosen_layout="alpaca")) == ("chat", "alpaca")

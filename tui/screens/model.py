@@ -159,6 +159,12 @@ class ModelScreen(StepScreen):
         changes: dict = {}
         if name != session.model.name:
             changes["model.name"] = name
+            from engine.planner.schedule import recommended_template
+
+            # The prompt layout follows the model unless the person chose one (then it is not the old
+            # model's recommendation any more): a base model gets Alpaca, an instruct model its chat template.
+            if session.dataset.template == recommended_template(session.model.name):
+                changes["dataset.template"] = recommended_template(name)
         if info is not None and info.context_length and session.model.max_seq_length > info.context_length:
             changes["model.max_seq_length"] = int(info.context_length)
         if changes:

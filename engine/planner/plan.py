@@ -2,6 +2,11 @@
 
 `build_plan` returns the `plan --json` contract of DESIGN.md (plus a few extras); `format_plan`
 renders it as a table for people; `plan_command` is the command line.
+
+With `--num-gpus N` (a node) and `--nodes M` every estimate is per GPU, for the strategy the method
+would use on N x M GPUs (DDP when a full copy fits each GPU, else FSDP, else FSDP with CPU
+offload), each strategy's figures under `estimates.<method>.by_strategy`, and the recommendation
+names its strategy (`recommendation.strategy`: "none" | "ddp" | "fsdp").
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 from engine.errors import UserError
 from engine.planner.architecture import inspect_model
 from engine.planner.hardware import HardwareProfile, load_gpu_catalogue, planned_hardware, probe_hardware
-from engine.planner.memory import BACKENDS, COMPONENTS, METHODS, estimate_by_backend
+from engine.planner.memory import BACKENDS, COMPONENTS, DISTRIBUTED_COMPONENTS, METHODS, estimate_by_backend
 from engine.planner.memory_terms import planned_backend
 from engine.planner.recommend import DEFAULT_R, HEADROOM, OPTIM, RAM_HEADROOM, recommend
 from engine.planner.target_modules import count_trainable_params
@@ -33,11 +38,15 @@ def build_plan(
     trust_remote_code: bool = False,
     backend: str = "auto",
     rank: int | None = None,
+    num_gpus: int = 1,
+    nodes: int = 1,
 ) -> dict:
     """The plan for `model` on the GPU named by `gpu` / sized by `vram_gb`, else on `hardware`
     (else on this machine), for `backend` ("auto" is planned as Unsloth, peft checked too) at LoRA
-    rank `rank` (default: the recommendation's). Bad input raises UserError with one sentence."""
-    for label, value in (("--seq-len", seq_len), ("--batch", batch), ("--rank", DEFAULT_R if rank is None else rank)):
+    rank `rank` (default: the recommendation's), on `num_gpus` such GPUs a node and `nodes` nodes.
+    Bad input raises UserError with one sentence."""
+    for label, value in (("--seq-len", seq_len), ("--batch", batch), ("--rank", DEFAULT_R if rank is None else rank),
+                         ("--num-gpus", num_gpus), ("--nodes", nodes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{label} must be a positive whole number, not {value!r}.")
     if backend not in ("auto", *BACKENDS):
@@ -47,6 +56,8 @@ def build_plan(
         profile = planned_hardware(gpu=gpu, vram_gb=vram_gb, base=hardware)
     else:
         profile = hardware if hardware is not None else probe_hardware()
+    _check_gpus(profile, num_gpus, nodes)
+    world = num_gpus * nodes
     info = inspect_model(model, trust_remote_code=trust_remote_code)
 
     if profile.cpu_only:
@@ -58,16 +69,28 @@ def build_plan(
     else:
         device = "cuda"
         budget = profile.vram_gb * HEADROOM
+        # A planned GPU's box is not this machine: its RAM is unknown, so CPU offload is not bounded by it.
+        node_ram = None if profile.source == "planned" else (profile.ram_available_gb or None)
         rec = recommend(info, profile.vram_gb, seq_len=seq_len, batch_size=batch, backend=backend,
-                        r=rank or DEFAULT_R, gradient_accumulation_steps=gradient_accumulation_steps)
+                        r=rank or DEFAULT_R, gradient_accumulation_steps=gradient_accumulation_steps,
+                        num_gpus=num_gpus, nodes=nodes, node_ram_gb=node_ram)
 
     r = rank or rec.r or DEFAULT_R
     checkpointing = "unsloth" if planned == "unsloth" else True
     estimates = {}
     for method in METHODS:
         # "unsloth" checkpointing: Unsloth's offloaded mode there, plain checkpointing on the peft backend.
-        both = estimate_by_backend(info, method, r=r, target_modules=info.presets["recommended"], batch_size=batch,
-                                   seq_len=seq_len, gradient_checkpointing="unsloth", optim=OPTIM, device=device)
+        settings = dict(r=r, target_modules=info.presets["recommended"], batch_size=batch, seq_len=seq_len,
+                        gradient_checkpointing="unsloth", optim=OPTIM, device=device)
+        by_strategy = {}
+        for name, (strategy, offload) in (_LAYOUTS if world > 1 and device == "cuda" else {"none": ("none", False)}).items():
+            both = estimate_by_backend(info, method, **settings, strategy=strategy, world_size=world if strategy != "none" else 1,
+                                       cpu_offload=offload)
+            by_strategy[name] = both
+        # The method's figures are for the first layout that fits: DDP, FSDP, FSDP with CPU offload.
+        chosen = next((name for name, both in by_strategy.items() if _fits(both[planned].total_gb, budget)
+                       and not (name == "fsdp_offload" and method == "full")), "fsdp" if "fsdp" in by_strategy else "none")
+        both = by_strategy[chosen]
         estimate = both[planned]
         estimates[method] = {
             "total_gb": estimate.total_gb,
@@ -75,7 +98,20 @@ def build_plan(
             "fits": _fits(estimate.total_gb, budget),
             "trainable_params": estimate.trainable_params,
             "by_backend": {name: {"total_gb": e.total_gb, "fits": _fits(e.total_gb, budget)} for name, e in both.items()},
+            "strategy": estimate.strategy,
+            "world_size": estimate.world_size,
+            "per_gpu_gb": estimate.total_gb,
+            "cpu_offload": estimate.cpu_offload,
         }
+        if world > 1 and device == "cuda":
+            estimates[method]["unsharded"] = dict(estimate.unsharded)
+            estimates[method]["offloaded_gb"] = estimate.offloaded_gb
+            estimates[method]["by_strategy"] = {
+                name: {"per_gpu_gb": b[planned].total_gb, "total_gb": b[planned].total_gb, "fits": _fits(b[planned].total_gb, budget),
+                       "components": dict(b[planned].components), "unsharded": dict(b[planned].unsharded),
+                       "offloaded_gb": b[planned].offloaded_gb}
+                for name, b in by_strategy.items()
+            }
 
     notes = list(rec.notes)
     if info.context_length and seq_len > info.context_length:
@@ -86,6 +122,8 @@ def build_plan(
             "fused parameters, not nn.Linear, so LoRA targets the attention projections and the estimate keeps "
             "the experts in 16 bit for QLoRA."
         )
+    if not profile.cpu_only and world == 1 and len(profile.gpus) > 1 and profile.source != "planned":
+        notes.append(f"This machine has {len(profile.gpus)} GPUs; the plan is for one (--num-gpus {len(profile.gpus)} plans for all).")
     if not profile.cpu_only and not profile.gpus[0].bf16:
         notes.append(f"{profile.gpus[0].name} has no bfloat16: training runs in float16 (same memory, less stable).")
     return {
@@ -110,6 +148,9 @@ def build_plan(
             "vram_gb": profile.vram_gb,
             "ram_available_gb": profile.ram_available_gb,
             "budget_gb": round(budget, 2) if budget is not None else None,
+            "num_gpus": num_gpus if device == "cuda" else 0,
+            "nodes": nodes,
+            "world_size": world if device == "cuda" else 1,
         },
         "settings": {
             "seq_len": seq_len,
@@ -142,10 +183,33 @@ def build_plan(
             "backend": rec.backend,
             "planned_backend": rec.planned_backend,
             "by_backend": dict(rec.by_backend),
+            "strategy": rec.strategy,
+            "world_size": rec.world_size,
+            "nproc_per_node": rec.nproc_per_node,
+            "nnodes": rec.nnodes,
+            "cpu_offload": rec.cpu_offload,
+            "offloaded_gb": rec.offloaded_gb,
+            "per_gpu_gb": rec.estimate.total_gb if rec.estimate and device == "cuda" else None,
         },
         "notes": notes,
         "warnings": _warnings(rec, estimates, planned, budget, batch, seq_len, device),
     }
+
+
+# Layouts on several GPUs, in the order a method tries them: {name: (strategy, cpu_offload)}.
+_LAYOUTS = {"ddp": ("ddp", False), "fsdp": ("fsdp", False), "fsdp_offload": ("fsdp", True)}
+STRATEGY_NAMES = {"none": "one GPU", "ddp": "DDP", "fsdp": "FSDP"}
+
+
+def _check_gpus(profile: HardwareProfile, num_gpus: int, nodes: int) -> None:
+    if num_gpus * nodes == 1:
+        return
+    if profile.cpu_only:
+        raise UserError(f"--num-gpus {num_gpus} / --nodes {nodes}: this machine has no GPU; plan for one with "
+                        "--gpu NAME or --vram GB.")
+    if profile.source != "planned" and num_gpus > len(profile.gpus):
+        raise UserError(f"--num-gpus {num_gpus}, but this machine has {len(profile.gpus)} GPU"
+                        f"{'s' if len(profile.gpus) != 1 else ''}; plan for a GPU you do not have with --gpu NAME.")
 
 
 def _fits(total_gb: float, budget: float | None) -> bool:
@@ -196,7 +260,7 @@ def format_plan(plan: dict) -> str:
         f"          {model['architecture']}, {_count(model['params'])} parameters, {model['num_layers']} layers, "
         f"hidden {model['hidden_size']:,}, vocabulary {model['vocab_size']:,}"
         + (f", context {model['context_length']:,}" if model.get("context_length") else ""),
-        f"Hardware  {hardware['summary']}",
+        f"Hardware  {hardware['summary']}" + _gpus_line(hardware),
         f"Settings  batch {settings['per_device_train_batch_size']} x {settings['seq_len']} tokens, "
         f"gradient checkpointing{_offloaded(settings, hardware)}, {settings['optim']}"
         + (" (torch AdamW on a CPU)" if hardware["device"] == "cpu" else "")
@@ -206,10 +270,15 @@ def format_plan(plan: dict) -> str:
         "",
     ]
     where = "RAM" if hardware["device"] == "cpu" else "GPU memory"
-    header = f"{'Estimated peak (GB)':<22}" + "".join(f"{METHOD_NAMES[m]:>18}" for m in METHODS)
+    world = hardware.get("world_size", 1)
+    title = "Estimated peak (GB)" if world == 1 else "Peak a GPU (GB)"
+    header = f"{title:<22}" + "".join(f"{METHOD_NAMES[m]:>18}" for m in METHODS)
     lines += [header, "-" * len(header)]
-    for part in COMPONENTS:
-        cells = "".join(f"{_gb(estimates[m]['components'].get(part, 0.0)):>18}" for m in METHODS)
+    if world > 1:
+        lines.append(f"{'strategy':<22}" + "".join(f"{_layout(estimates[m]):>18}" for m in METHODS))
+    extra = [part for part in DISTRIBUTED_COMPONENTS if any(estimates[m]["components"].get(part) for m in METHODS)]
+    for part in [*COMPONENTS[:-1], *extra, COMPONENTS[-1]]:
+        cells = "".join(f"{_part(estimates[m], part):>18}" for m in METHODS)
         lines.append(f"{part:<22}{cells}")
     lines.append("-" * len(header))
     lines.append(f"{'total':<22}" + "".join(f"{estimates[m]['total_gb']:>18.2f}" for m in METHODS))
@@ -247,6 +316,12 @@ def format_plan(plan: dict) -> str:
             f", batch {rec['per_device_train_batch_size']} x {rec['gradient_accumulation_steps']} accumulation, "
             f"gradient checkpointing {'on' if rec['gradient_checkpointing'] else 'off'}"
         )
+        if rec.get("strategy", "none") != "none":
+            what += f", {STRATEGY_NAMES[rec['strategy']]} over {rec['world_size']} GPUs" + (
+                f" ({rec['nproc_per_node']} a node x {rec['nnodes']} nodes)" if rec.get("nnodes", 1) > 1 else "")
+            if rec.get("cpu_offload"):
+                what += f" with CPU offload ({rec['offloaded_gb']:.1f} GB of RAM a process)"
+            what += f": {rec['per_gpu_gb']:.1f} GB a GPU"
         lines.append(f"Recommendation  {what}")
     lines.append(f"                {rec['reason']}")
     for note in plan.get("notes", []):
@@ -254,6 +329,35 @@ def format_plan(plan: dict) -> str:
     for warning in plan.get("warnings", []):
         lines.append(f"Warning         {warning}")
     return "\n".join(lines)
+
+
+def _gpus_line(hardware: dict) -> str:
+    world = hardware.get("world_size", 1)
+    if world <= 1:
+        return ""
+    nodes = hardware.get("nodes", 1)
+    where = f" on each of {nodes} nodes" if nodes > 1 else ""
+    return f"\n          planned for {hardware['num_gpus']} x {hardware['gpu']}{where}: {world} GPUs, estimates a GPU"
+
+
+def _layout(estimate: dict) -> str:
+    """ "DDP x2", "FSDP /2", "FSDP /2 offload": how a method's figures are laid out over the GPUs."""
+    world = estimate.get("world_size", 1)
+    if estimate.get("strategy", "none") == "ddp":
+        return f"DDP x{world}"
+    if estimate.get("strategy") == "fsdp":
+        return f"FSDP /{world}" + (" offload" if estimate.get("cpu_offload") else "")
+    return "one GPU"
+
+
+def _part(estimate: dict, part: str) -> str:
+    """A part's cell; a sharded part shows its division ("36.80/2=18.40", or "36.80/2 in RAM")."""
+    whole = estimate.get("unsharded", {}).get(part)
+    value = estimate["components"].get(part, 0.0)
+    if whole:
+        world = estimate["world_size"]
+        return f"{whole:.2f}/{world} in RAM" if estimate.get("cpu_offload") else f"{whole:.2f}/{world}={value:.2f}"
+    return _gb(value)
 
 
 def _offloaded(settings: dict, hardware: dict) -> str:
@@ -299,6 +403,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("unsloth", "peft", "auto"), default="auto",
                         help="whose memory to estimate: unsloth or peft (default auto: Unsloth, with peft checked)")
     parser.add_argument("--rank", type=int, metavar="N", help="LoRA rank r (default: the recommendation's, 16)")
+    parser.add_argument("--num-gpus", type=int, default=1, metavar="N",
+                        help="GPUs a node (default 1): estimates become per GPU, and the recommendation picks DDP or FSDP")
+    parser.add_argument("--nodes", type=int, default=1, metavar="M", help="nodes with --num-gpus GPUs each (default 1)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code")
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     return parser
@@ -310,6 +417,7 @@ def plan_command(argv: list[str]) -> int:
     plan = build_plan(
         args.model, vram_gb=args.vram, gpu=args.gpu, seq_len=args.seq_len, batch=args.batch,
         trust_remote_code=args.trust_remote_code, backend=args.backend, rank=args.rank,
+        num_gpus=args.num_gpus, nodes=args.nodes,
     )
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0

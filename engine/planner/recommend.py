@@ -368,6 +368,8 @@ class _Planner:
                 f"{each:.1f} of {size} a GPU and {rec.offloaded_gb:.1f} GB of RAM a process ({per_node:.0f} GB a node "
                 f"with one process a GPU); slower than without offload (the optimizer steps on the CPU)"
             )
+            if rec.method == "qlora":
+                text += "; QLoRA rather than LoRA, for every step copies the weights from RAM and 4-bit ones are a quarter of the bytes"
         if one.method is not None and one.method != rec.method:
             text += f" (one GPU would allow only {NAMES[one.method]})"
         return text + self.changes(rec) + self.pin_sentence(rec)

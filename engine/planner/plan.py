@@ -408,6 +408,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--nodes", type=int, default=1, metavar="M", help="nodes with --num-gpus GPUs each (default 1)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code")
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    _time_and_cost_arguments(parser)
     return parser
 
 
@@ -419,5 +420,33 @@ def plan_command(argv: list[str]) -> int:
         trust_remote_code=args.trust_remote_code, backend=args.backend, rank=args.rank,
         num_gpus=args.num_gpus, nodes=args.nodes,
     )
-    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    text = _add_time_and_cost(plan, args)  # issue 20: with --train-tokens or --dataset
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan) + text)
     return 0
+
+
+def _time_and_cost_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("time and cost (engine/planner/throughput.py, cost.py)")
+    what = group.add_mutually_exclusive_group()
+    what.add_argument("--train-tokens", type=int, metavar="N", help="tokens trained a epoch, for time and cost")
+    what.add_argument("--dataset", metavar="PATH", help="count the trained tokens of this dataset with the model's tokenizer")
+    group.add_argument("--epochs", type=float, default=1.0, metavar="E", help="epochs (default 1)")
+    group.add_argument("--tokenizer", metavar="MODEL", help="count --dataset with this model's tokenizer (a config.json has none)")
+
+
+def _add_time_and_cost(plan: dict, args) -> str:
+    from engine.planner import cost
+
+    if args.train_tokens is None and args.dataset is None:
+        return ""
+    if not args.epochs > 0:
+        raise UserError(f"--epochs must be a positive number, not {args.epochs:g}.")
+    if args.dataset is not None:
+        workload = cost.dataset_workload(args.dataset, args.tokenizer or args.model, max_seq_length=args.seq_len,
+                                         epochs=args.epochs)
+    elif args.train_tokens < 1:
+        raise UserError(f"--train-tokens must be a positive whole number, not {args.train_tokens}.")
+    else:
+        workload = cost.Workload(args.train_tokens, args.epochs, float(args.seq_len), None, "--train-tokens")
+    cost.add_time_and_cost(plan, inspect_model(args.model, trust_remote_code=args.trust_remote_code), workload)
+    return "\n" + cost.format_time_and_cost(plan)

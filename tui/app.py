@@ -37,6 +37,13 @@ class Budget:
     gb: Optional[float]
     kind: str  # "VRAM" | "RAM"
     planned: bool  # True when planning for hardware that is not this machine's
+    gpus: int = 1  # GPUs a node the run uses (the session's distributed.nproc_per_node)
+    nodes: int = 1  # nodes (distributed.nnodes)
+    ram_gb: Optional[float] = None  # a node's available RAM, for FSDP's CPU offload; None when planned
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus * self.nodes if self.kind == "VRAM" else 1
 
 
 class SessionEdited(Message):
@@ -314,19 +321,25 @@ class LoraTuiApp(BackgroundWork, App[int]):
         return self.cached(("hardware",), probe)
 
     def budget(self) -> Budget:
-        """What the plan must fit: the planned GPU, else this machine's first GPU, else RAM."""
+        """What the plan must fit: the planned GPU, else this machine's first GPU, else RAM; on
+        the session's distributed.nproc_per_node GPUs a node ("auto": all of them) and nnodes nodes."""
         found = self.hardware()
         gpu, vram = self.draft.plan_gpu, self.draft.plan_vram_gb
+        spread = self.draft.session.distributed
+        nodes = spread.nnodes
         if gpu or vram:
             from engine.planner.hardware import planned_hardware
 
             planned = self.cached(("planned", gpu, vram), lambda: planned_hardware(gpu=gpu, vram_gb=vram, base=found))
             if planned.gpus:
                 first = planned.gpus[0]
-                return Budget(first.name, first.total_gb, "VRAM", True)
+                gpus = spread.nproc_per_node if isinstance(spread.nproc_per_node, int) else 1
+                return Budget(first.name, first.total_gb, "VRAM", True, gpus, nodes)
         if found.gpus:
             first = found.gpus[0]
-            return Budget(first.name, first.total_gb, "VRAM", False)
+            gpus = spread.nproc_per_node if isinstance(spread.nproc_per_node, int) else len(found.gpus)
+            return Budget(first.name, first.total_gb, "VRAM", False, min(gpus, len(found.gpus)), nodes,
+                          found.ram_available_gb or None)
         return Budget("CPU (RAM)", found.ram_available_gb, "RAM", False)
 
     def model_info(self, name: str):
@@ -337,6 +350,11 @@ class LoraTuiApp(BackgroundWork, App[int]):
                 return inspect_model(name)
 
         return self.cached(("model", name), inspect)
+
+    def known_hardware(self):
+        """The probed hardware if the probe has run, without probing."""
+        with self._cache_lock:
+            return self._cache.get(("hardware",))
 
     def known_model_info(self, name: str):
         """The inspection result if it is already cached, without computing it."""

@@ -55,6 +55,18 @@ class HardwareScreen(StepScreen):
                 vram = self.wizard.draft.plan_vram_gb
                 yield Input(f"{vram:g}" if vram and not self.wizard.draft.plan_gpu else "", placeholder="e.g. 24", id="plan-vram", compact=True)
             yield Static("", id="plan-summary", classes="muted")
+        spread = self.wizard.session.distributed
+        with Vertical(classes="panel", id="gpus-panel"):
+            yield Static("Several GPUs", classes="panel-title")
+            with Horizontal(classes="row"):
+                yield Label("GPUs a node", classes="row-label")
+                yield Input(str(spread.nproc_per_node), placeholder="1, or auto (all)", id="num-gpus", compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Nodes", classes="row-label")
+                yield Input(str(spread.nnodes), placeholder="1", id="num-nodes", compact=True)
+            with Horizontal(classes="row", id="rdzv-row"):
+                yield Label("Node 0 address", classes="row-label")
+                yield Input(spread.rdzv_endpoint or "", placeholder="HOST:PORT, e.g. 10.0.0.1:29500", id="rdzv", compact=True)
 
     def on_mount(self) -> None:
         # After the first frame: these threads would otherwise compete with it for the interpreter.
@@ -147,6 +159,11 @@ class HardwareScreen(StepScreen):
             self._update_summary()
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in ("num-gpus", "num-nodes", "rdzv"):
+            problem = self._commit_gpus()
+            self.say(problem or "", error=bool(problem))
+            self._update_summary()
+            return
         if event.input.id == "plan-vram":
             if event.value.strip():  # a VRAM size replaces a GPU from the list
                 self.wizard.draft.plan_gpu = None
@@ -170,7 +187,53 @@ class HardwareScreen(StepScreen):
             return None, f"VRAM must be between 0 and 4096 GB; got {text}."
         return value, None
 
+    def _read_gpus(self) -> tuple[Optional[dict], Optional[str]]:
+        """The distributed changes the GPU fields ask for, or a sentence saying what is wrong."""
+        gpus_text = self.query_one("#num-gpus", Input).value.strip().lower() or "1"
+        nodes_text = self.query_one("#num-nodes", Input).value.strip() or "1"
+        endpoint = self.query_one("#rdzv", Input).value.strip() or None
+        if gpus_text == "auto":
+            gpus: Any = "auto"
+        elif gpus_text.isdigit() and int(gpus_text) >= 1:
+            gpus = int(gpus_text)
+        else:
+            return None, f'GPUs a node must be a whole number of 1 or more, or "auto" (all); got {gpus_text!r}.'
+        if not (nodes_text.isdigit() and int(nodes_text) >= 1):
+            return None, f"Nodes must be a whole number of 1 or more; got {nodes_text!r}."
+        nodes = int(nodes_text)
+        found = self.wizard.known_hardware()
+        planned = bool(self.wizard.draft.plan_gpu or self.wizard.draft.plan_vram_gb)
+        if isinstance(gpus, int) and found is not None and not planned and gpus > max(1, len(found.gpus)):
+            count = len(found.gpus)
+            return None, (f"This machine has {count} GPU{'s' if count != 1 else ''}; choose at most {max(1, count)}, "
+                          "or plan for a GPU from the list above.")
+        spread = self.wizard.session.distributed
+        several = gpus == "auto" or gpus * nodes > 1
+        changes = {
+            "distributed.strategy": spread.strategy if not several or spread.strategy != "none" else "auto",
+            "distributed.nproc_per_node": gpus,
+            "distributed.nnodes": nodes,
+            "distributed.node_rank": min(spread.node_rank, nodes - 1),
+            "distributed.rdzv_endpoint": endpoint if nodes > 1 else None,
+        }
+        if not several:
+            changes["distributed.strategy"] = "none" if spread.strategy == "none" else "auto"
+        return changes, None
+
+    def _commit_gpus(self) -> Optional[str]:
+        changes, problem = self._read_gpus()
+        if problem:
+            return problem
+        try:
+            self.wizard.edit_session(changes, where="hardware step")
+        except Exception as error:  # SessionError naming the field (a missing node 0 address)
+            return explain(error)
+        return None
+
     def commit(self, strict: bool) -> Optional[str]:
+        problem = self._commit_gpus()
+        if problem and strict:
+            return problem
         vram, problem = self._read_vram()
         if problem:
             return problem if strict else None
@@ -190,7 +253,12 @@ class HardwareScreen(StepScreen):
         budget = self.wizard.budget()
         size = f"{budget.gb:.1f} GB" if budget.gb else "unknown size"
         where = "planned, not this machine" if budget.planned else "this machine"
-        return f"Estimates will be measured against: [b]{escape(budget.label)}[/b], {size} of {budget.kind} ({where})."
+        label = escape(budget.label)
+        if budget.world_size > 1:
+            nodes = f" on each of {budget.nodes} nodes" if budget.nodes > 1 else ""
+            label = f"{budget.gpus} × {label}{nodes}"
+            size += " a GPU"
+        return f"Estimates will be measured against: [b]{label}[/b], {size} of {budget.kind} ({where})."
 
     def summary_done(self, text: str) -> None:
         self._show_summary(text)

@@ -128,17 +128,17 @@ class MethodScreen(StepScreen):
         info = self.wizard.model_info(name)
         budget = self.wizard.budget()
         device = "cpu" if budget.kind == "RAM" else "cuda"
-        key = (name, budget.label, budget.gb, seq_len, backend)
+        key = (name, budget.label, budget.gb, seq_len, budget.gpus, budget.nodes, backend)
         # Recommended from the seed's batch 4 x 4, not from what is being typed: the advice
         # should not chase the person's edits. Planned for the backend the session will run
         # ("auto" as Unsloth, with peft checked).
         recommendation = self.wizard.cached(("recommend", *key), lambda: _recommend(info, budget, seq_len, 4, 4, backend))
         usable = [m for m in modules if m in _available(info)] or list(info.presets["recommended"])
-        estimates = {
-            method: estimate_memory(info, method, r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
-                                    gradient_checkpointing=checkpointing, optim=optim, device=device, backend=backend)
-            for method, _ in METHODS
-        }
+        settings = dict(r=r, target_modules=usable, batch_size=batch, seq_len=seq_len,
+                        gradient_checkpointing=checkpointing, optim=optim, device=device, backend=backend)
+        world = budget.world_size if device == "cuda" else 1
+        estimates = {method: _per_gpu(estimate_memory, info, method, settings, world, budget.gb, recommendation)
+                     for method, _ in METHODS}
         return serial, key, budget, recommendation, estimates
 
     def plan_done(self, result: tuple) -> None:
@@ -160,14 +160,20 @@ class MethodScreen(StepScreen):
         self._recommendation, self._estimates = recommendation, estimates
         planned = " (planned)" if budget.planned else ""
         size = f"{budget.gb:.1f} GB" if budget.gb else "unknown"
+        label = escape(budget.label)
+        if budget.world_size > 1:
+            label = f"{budget.gpus} × {label}" + (f" × {budget.nodes} nodes" if budget.nodes > 1 else "")
+            size += " a GPU"
         self.query_one("#budget", Static).update(
-            f"Budget: [b]{escape(budget.label)}[/b]{planned}, {size} of {budget.kind} · {_backend_label(key[-1], recommendation)}"
+            f"Budget: [b]{label}[/b]{planned}, {size} of {budget.kind} · {_backend_label(key[-1], recommendation)}"
         )
         for method, _ in METHODS:
             estimate = estimates[method]
             fits = budget.gb is not None and estimate.total_gb <= budget.gb
             recommended = recommendation is not None and recommendation.method == method
             tag = ("★ recommended" if recommended else "fits") if fits else "does not fit"
+            if estimate.world_size > 1:  # per GPU: say how it is laid out
+                tag = f"{_layout(estimate)} {tag}"
             self.query_one(f"#bar-{method}", UsageBar).update(estimate.total_gb, budget.gb, tag)
         self._show_recommendation(recommendation)
         self._fill_parts(estimates)
@@ -192,9 +198,17 @@ class MethodScreen(StepScreen):
             label = dict(METHODS)[rec.method]
             checkpointing = "on" if rec.gradient_checkpointing else "off"
             adapter = f", r {rec.r}, alpha {rec.lora_alpha}" if rec.r else ""
+            spread = ""
+            if rec.strategy != "none":
+                spread = f", {rec.strategy.upper()} over {rec.world_size} GPUs" + (
+                    f" with CPU offload ({rec.offloaded_gb:.1f} GB RAM a process)" if rec.cpu_offload else "")
+                spread += f": {rec.estimate.total_gb:.1f} GB a GPU"
+            elif rec.world_size == 1 and self.wizard.budget().world_size > 1:
+                spread = ", on one GPU"
             box.update(
                 f"[b]Recommended:[/b] {label}{adapter}, batch {rec.per_device_train_batch_size} × "
-                f"{rec.gradient_accumulation_steps} accumulation, gradient checkpointing {checkpointing}.\n[dim]{escape(rec.reason)}[/dim]"
+                f"{rec.gradient_accumulation_steps} accumulation, gradient checkpointing {checkpointing}{spread}."
+                f"\n[dim]{escape(rec.reason)}[/dim]"
             )
 
     def _fill_parts(self, estimates: dict) -> None:
@@ -207,7 +221,7 @@ class MethodScreen(StepScreen):
         for estimate in estimates.values():
             names += [n for n in estimate.components if n not in names]
         for name in names:
-            table.add_row(name, *(f"{estimates[m].components.get(name, 0.0):.2f}" for m, _ in METHODS))
+            table.add_row(name, *(_part(estimates[m], name) for m, _ in METHODS))
         table.add_row("[b]total[/b]", *(f"[b]{estimates[m].total_gb:.2f}[/b]" for m, _ in METHODS))
 
     # -- actions ---------------------------------------------------------------------------------
@@ -232,6 +246,12 @@ class MethodScreen(StepScreen):
             changes["lora.target_modules"] = list(rec.target_modules)
         current = self.wizard.session.training.gradient_checkpointing
         changes["training.gradient_checkpointing"] = (current or "unsloth") if rec.gradient_checkpointing else False
+        spread = self.wizard.session.distributed
+        if rec.strategy != "none":  # the strategy the plan is for, on the GPUs the hardware step chose
+            changes["distributed.strategy"] = rec.strategy
+        elif spread.nproc_per_node != 1 or spread.nnodes != 1:  # more GPUs would not help: one process
+            changes.update({"distributed.strategy": "none", "distributed.nproc_per_node": 1, "distributed.nnodes": 1,
+                            "distributed.node_rank": 0, "distributed.rdzv_endpoint": None})
         try:
             self.wizard.edit_session(changes, where="recommendation")
         except Exception as error:
@@ -290,7 +310,44 @@ def _recommend(info, budget, seq_len: int, batch: int, accumulation: int, backen
         return recommend(info, None, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation,
                          ram_gb=budget.gb, backend=backend)
     return recommend(info, budget.gb, seq_len=seq_len, batch_size=batch, gradient_accumulation_steps=accumulation,
-                     backend=backend)
+                     backend=backend, num_gpus=budget.gpus, nodes=budget.nodes, node_ram_gb=budget.ram_gb)
+
+
+# Layouts over several GPUs, in the order a method tries them: (strategy, cpu_offload).
+_LAYOUTS = (("ddp", False), ("fsdp", False), ("fsdp", True))
+
+
+def _per_gpu(estimate_memory, info, method: str, settings: dict, world: int, budget_gb, recommendation):
+    """The estimate a GPU: the recommendation's layout for its method, else the first that fits
+    (DDP, FSDP, FSDP with CPU offload; never offload for full fine-tuning), else FSDP."""
+    if world <= 1:
+        return estimate_memory(info, method, **settings)
+    if recommendation is not None and recommendation.method == method and recommendation.strategy != "none":
+        layouts = [(recommendation.strategy, recommendation.cpu_offload)]
+    else:
+        layouts = [layout for layout in _LAYOUTS if not (method == "full" and layout[1])]
+    tried = []
+    for strategy, offload in layouts:
+        estimate = estimate_memory(info, method, **settings, strategy=strategy, world_size=world, cpu_offload=offload)
+        if budget_gb is None or estimate.total_gb <= budget_gb * 0.9:
+            return estimate
+        tried.append(estimate)
+    return next((e for e in tried if e.strategy == "fsdp" and not e.cpu_offload), tried[-1])
+
+
+def _part(estimate, name: str) -> str:
+    """A part's cell; a part FSDP shards shows its division: "36.80/2=18.40", or "36.80/2 in RAM"."""
+    whole = estimate.unsharded.get(name)
+    if whole:
+        n = estimate.world_size
+        return f"{whole:.2f}/{n} in RAM" if estimate.cpu_offload else f"{whole:.2f}/{n}={estimate.components[name]:.2f}"
+    return f"{estimate.components.get(name, 0.0):.2f}"
+
+
+def _layout(estimate) -> str:
+    if estimate.strategy == "ddp":
+        return f"DDP ×{estimate.world_size}"
+    return f"FSDP /{estimate.world_size}" + (" offload" if estimate.cpu_offload else "")
 
 
 def _backend_label(backend: str, recommendation) -> str:

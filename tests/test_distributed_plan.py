@@ -1,0 +1,158 @@
+"""The plan on several GPUs (issue 17): per-GPU terms against published figures, the strategy the
+recommendation picks, and `lora-tui plan --num-gpus N [--nodes M]` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import UserError
+from engine.planner.architecture import inspect_model
+from engine.planner.distributed_terms import per_gpu_model_states
+from engine.planner.hardware import HARDWARE_ENV, profile_from_dict
+from engine.planner.memory import estimate_memory
+from engine.planner.plan import build_plan, format_plan
+from engine.planner.recommend import recommend
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "tests" / "configs"
+GIB = 1024**3
+
+
+def zero_states(params: float, weight: float, grad: float, optimizer: float) -> dict[str, float]:
+    return {"weights": params * weight, "adapter": 0.0, "gradients": params * grad, "optimizer": params * optimizer}
+
+
+def test_zero_paper_model_states_7_5b():
+    """ZeRO (Rajbhandari et al. 2019), figure 1 / table 1: a 7.5B model with mixed-precision Adam
+    holds 2 + 2 + 12 = 16 bytes a parameter: 120 GB on one GPU (what DDP keeps on each), and under
+    P_os+g+p over 64 GPUs 120 / 64 = 1.88 GB a GPU."""
+    states = zero_states(7.5e9, 2, 2, 12)
+    one = per_gpu_model_states(states, "none", 1)
+    ddp = per_gpu_model_states(states, "ddp", 64)
+    zero3 = per_gpu_model_states(states, "fsdp", 64)
+    assert round(sum(one.values()) / 1e9) == 120
+    assert round(sum(v for k, v in ddp.items() if k != "buckets") / 1e9) == 120  # every GPU a full copy
+    assert ddp["buckets"] == states["gradients"]  # plus the reducer's copy of the gradients
+    assert f"{sum(v for k, v in zero3.items() if k != 'gathered') / 1e9:.2f}" == "1.88"
+
+
+def test_deepspeed_zero3_estimator_documented_example():
+    """DeepSpeed's estimate_zero3_model_states_mem_needs_all_live on t5-small (60,506,624 parameters,
+    the shared 32,128 x 512 embedding its largest layer), 1 GPU, no offload: "1.08GB per GPU" =
+    18 bytes a parameter / GPUs + 4 bytes a parameter of the largest layer (the gathered layer's
+    16-bit weights and gradients). Our FSDP term gathers the same 2 + 2 bytes a gathered parameter."""
+    total, largest = 60_506_624, 32_128 * 512
+    states = zero_states(total, 2, 2, 14)  # DeepSpeed's 18 bytes a parameter
+    one_gpu = per_gpu_model_states(states, "none", 1)
+    assert f"{(sum(one_gpu.values()) + 4 * largest) / GIB:.2f}" == "1.08"
+    # On N GPUs the estimator divides the 18 bytes by N and keeps the largest layer whole: so do we.
+    eight = per_gpu_model_states(states, "fsdp", 8, gathered=4 * largest)
+    assert sum(eight.values()) == pytest.approx(18 * total / 8 + 4 * largest)
+
+
+def test_fsdp_divides_the_model_states_and_adds_gathered_layers():
+    info = inspect_model(str(CONFIGS / "llama-3.1-70b"))
+    kwargs = dict(batch_size=1, backend="unsloth", gradient_checkpointing="unsloth")
+    one = estimate_memory(info, "qlora", **kwargs)
+    fsdp = estimate_memory(info, "qlora", strategy="fsdp", world_size=2, **kwargs)
+    ddp = estimate_memory(info, "qlora", strategy="ddp", world_size=2, **kwargs)
+    for part in ("weights", "adapter", "gradients", "optimizer"):
+        assert fsdp.unsharded[part] == one.components[part]
+        assert fsdp.components[part] == pytest.approx(one.components[part] / 2, abs=0.002)
+        assert ddp.components[part] == one.components[part]
+    # QLoRA + FSDP shards the 4-bit weights: half of the 36.8 GiB 4-bit model a GPU.
+    assert 18 < fsdp.components["weights"] < 19
+    # Two 4-bit decoder layers (prefetch) and the 16-bit embedding and head of the root.
+    layer = (info.quantizable_params / info.num_layers) * 0.516 / GIB
+    root = info.embedding_params * 2 / GIB
+    assert fsdp.components["gathered"] == pytest.approx(2 * layer + root, rel=0.05)
+    assert ddp.components["buckets"] == one.components["gradients"]
+    for part in ("activations", "logits"):  # each GPU its own micro-batch
+        assert fsdp.components[part] == ddp.components[part] == one.components[part]
+    offload = estimate_memory(info, "qlora", strategy="fsdp", world_size=2, cpu_offload=True, **kwargs)
+    assert offload.components["weights"] == 0 and offload.offloaded_gb == pytest.approx(
+        sum(one.components[p] for p in ("weights", "adapter", "gradients", "optimizer")) / 2, abs=0.01)
+    with pytest.raises(UserError, match="ddp"):
+        estimate_memory(info, "qlora", strategy="none", world_size=2)
+
+
+def test_recommendation_picks_the_strategy():
+    big, small = inspect_model(str(CONFIGS / "llama-3.1-70b")), inspect_model(str(CONFIGS / "llama-3.1-8b"))
+    one = recommend(small, 24, num_gpus=1)
+    assert (one.method, one.strategy) == ("lora", "none")
+    ddp = recommend(small, 24, num_gpus=2)  # LoRA fits each GPU: DDP, about twice the throughput
+    assert (ddp.method, ddp.strategy, ddp.world_size) == ("lora", "ddp", 2)
+    assert "DDP" in ddp.reason and "2x as fast" in ddp.reason
+    assert ddp.per_device_train_batch_size * ddp.gradient_accumulation_steps * 2 == 16  # effective batch kept
+    fsdp = recommend(small, 24, num_gpus=4)  # full fine-tuning fits only sharded
+    assert (fsdp.method, fsdp.strategy, fsdp.cpu_offload) == ("full", "fsdp", False)
+    assert "FSDP" in fsdp.reason and "one GPU would allow only LoRA" in fsdp.reason
+    four = recommend(big, 24, num_gpus=4)
+    assert (four.method, four.strategy, four.cpu_offload) == ("qlora", "fsdp", False)
+    two = recommend(big, 24, num_gpus=2)  # Answer.AI's recipe: FSDP + QLoRA + CPU offload
+    assert (two.method, two.strategy, two.cpu_offload) == ("qlora", "fsdp", True)
+    assert two.estimate.total_gb <= 24 * 0.9 and "CPU offload" in two.reason
+    short = recommend(big, 24, num_gpus=2, node_ram_gb=30)  # the shards do not fit this node's RAM
+    assert short.method is None and "RAM" in short.reason
+    nodes = recommend(small, 80, num_gpus=8, nodes=2)
+    assert (nodes.strategy, nodes.world_size, nodes.nproc_per_node, nodes.nnodes) == ("ddp", 16, 8, 2)
+    single = recommend(small, 24, num_gpus=2, batch_size=1, gradient_accumulation_steps=1)
+    assert single.strategy == "none" and single.nproc_per_node == 1  # an effective batch of 1 does not split
+
+
+def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env.pop(HARDWARE_ENV, None)
+    if hardware is not None:
+        path = tmp_path / "hardware.json"
+        path.write_text(json.dumps(hardware))
+        env[HARDWARE_ENV] = str(path)
+    return subprocess.run([sys.executable, "-m", "tui.cli", "plan", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
+
+
+def test_done_when_70b_on_two_4090s():
+    """Issue 17's done-when: Llama-3.1-70B on 2 x RTX 4090 is QLoRA with FSDP, per-GPU parts shown;
+    on one 4090 nothing fits."""
+    model = str(CONFIGS / "llama-3.1-70b")
+    done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "Peak a GPU (GB)" in text and "FSDP /2" in text
+    assert "36.80/2 in RAM" in text  # the 4-bit weights, sharded over the two
+    rec_line = next(line for line in text.splitlines() if line.startswith("Recommendation"))
+    assert "QLoRA" in rec_line and "FSDP over 2 GPUs" in rec_line
+    done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2", "--json")
+    plan = json.loads(done.stdout)
+    rec = plan["recommendation"]
+    assert (rec["method"], rec["strategy"], rec["nproc_per_node"], rec["nnodes"]) == ("qlora", "fsdp", 2, 1)
+    assert rec["per_gpu_gb"] <= plan["hardware"]["budget_gb"]
+    qlora = plan["estimates"]["qlora"]
+    assert qlora["per_gpu_gb"] == qlora["total_gb"] and qlora["unsharded"]["weights"] == pytest.approx(36.8, abs=0.1)
+    assert set(qlora["by_strategy"]) == {"ddp", "fsdp", "fsdp_offload"}
+    assert qlora["by_strategy"]["ddp"]["fits"] is False
+    one = json.loads(plan_cli("--model", model, "--gpu", "RTX 4090", "--json").stdout)["recommendation"]
+    assert one["method"] is None and one["strategy"] == "none"
+
+
+def test_num_gpus_on_this_machine(tmp_path):
+    two = {"gpus": [{"index": i, "name": "NVIDIA GeForce RTX 4090", "total_gb": 23.99, "compute_capability": [8, 9]}
+                    for i in range(2)], "cpu_cores": 16, "ram_total_gb": 125.0, "disk_free_gb": 400.0}
+    plan = build_plan(str(CONFIGS / "llama-3.1-8b"), hardware=profile_from_dict(two), num_gpus=2)
+    assert plan["recommendation"]["strategy"] == "ddp" and plan["hardware"]["world_size"] == 2
+    assert "DDP x2" in format_plan(plan)
+    notes = build_plan(str(CONFIGS / "llama-3.1-8b"), hardware=profile_from_dict(two))["notes"]
+    assert any("--num-gpus 2" in note for note in notes)
+    with pytest.raises(UserError, match="has 2 GPUs"):
+        build_plan(str(CONFIGS / "llama-3.1-8b"), hardware=profile_from_dict(two), num_gpus=4)
+    cpu = {"gpus": [], "cpu_cores": 8, "ram_total_gb": 31.3}
+    with pytest.raises(UserError, match="no GPU"):
+        build_plan(str(CONFIGS / "llama-3.1-8b"), hardware=profile_from_dict(cpu), num_gpus=2)
+    done = plan_cli("--model", str(CONFIGS / "llama-3.1-8b"), "--gpu", "H100", "--num-gpus", "0")
+    assert done.returncode == 2 and "--num-gpus must be a positive whole number" in done.stderr

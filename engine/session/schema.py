@@ -24,6 +24,8 @@ RECOMMENDED_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj
 
 Method = Literal["full", "lora", "qlora"]
 Backend = Literal["auto", "unsloth", "peft"]
+# Experiment trackers, TRL's names (SFTConfig.report_to).
+Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow", "none"]
 DatasetFormat = Literal["auto", "instruction", "prompt_completion", "sharegpt", "messages", "text"]
 ROLES = ("instruction", "input", "response", "prompt", "completion", "conversations", "messages", "text")
 
@@ -91,11 +93,29 @@ class TrainingSection(_Section):
     gradient_checkpointing: Union[bool, Literal["unsloth"]] = "unsloth"
     max_grad_norm: float = Field(1.0, gt=0.0)
     seed: int = 42
+    # Experiment trackers: "tensorboard" writes event files into the run folder (RUN_DIR/tensorboard).
+    report_to: Union[Tracker, list[Tracker]] = "none"
+
+    @field_validator("report_to")
+    @classmethod
+    def _none_alone(cls, value):
+        if isinstance(value, list) and "none" in value and len(value) > 1:
+            raise ValueError('"none" cannot be listed with a tracker; give the trackers, or "none" alone')
+        return value
+
+    @property
+    def trackers(self) -> list[str]:
+        """The trackers as a list, without "none"."""
+        chosen = self.report_to if isinstance(self.report_to, list) else [self.report_to]
+        return [name for name in chosen if name != "none"]
 
 
 class OutputSection(_Section):
     dir: str = "runs/run"
     save_merged: bool = False
+    # A shell command run once after a successful run, its adapter saved and checked (e.g. a cloud
+    # provider's stop command); never after a failed or stopped run. Off (null) by default.
+    on_finish: Optional[str] = Field(None, min_length=1)
 
 
 Strategy = Literal["auto", "none", "ddp", "fsdp"]

@@ -75,7 +75,8 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
         save_steps=steps["save_steps"],
         save_total_limit=t.save_total_limit,
         max_length=session.model.max_seq_length,
-        report_to="none",
+        # Trackers pass through under TRL's names; TensorBoard writes into the run folder (tracker_environment).
+        report_to=t.trackers or "none",
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
@@ -103,3 +104,19 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
             # bitsandbytes' 8-bit optimizers need CUDA; on CPU the same update in 32-bit.
             kwargs["optim"] = "adamw_torch"
     return kwargs
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tracker_environment(session, run_dir: Path) -> dict[str, str]:
+    """Environment for the worker's trackers: TensorBoard's event files in RUN_DIR/tensorboard (so
+    `tensorboard --logdir runs/` finds every run; transformers 5 takes the folder only from
+    TENSORBOARD_LOGGING_DIR), W&B's local files in the run folder too. The person's own settings win."""
+    env = {}
+    trackers = session.training.trackers
+    if "tensorboard" in trackers:
+        env["TENSORBOARD_LOGGING_DIR"] = str(Path(run_dir).absolute() / TENSORBOARD_DIR)
+    if "wandb" in trackers:
+        env["WANDB_DIR"] = str(Path(run_dir).absolute())
+    return env

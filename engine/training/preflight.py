@@ -35,6 +35,17 @@ def preflight(session: Session) -> PreflightReport:
     out = report.lines.append
     out(f"Session: method {session.method}, backend {session.backend}, output {session.output.dir}")
     _check_processes(session, report)
+    from engine.errors import UserError
+
+    try:
+        check_trackers(session)
+    except UserError as error:
+        report.problems.append(str(error))
+    if session.training.trackers:
+        out(f"Trackers: {', '.join(session.training.trackers)}"
+            + (" (TensorBoard: RUN_DIR/tensorboard)" if "tensorboard" in session.training.trackers else ""))
+    if session.output.on_finish:
+        out(f"When finished: runs `{session.output.on_finish}` once after a successful run (output.on_finish)")
 
     from engine.models import resolve_model
 
@@ -51,6 +62,25 @@ def preflight(session: Session) -> PreflightReport:
     out(data.report.format_report())
     _check_memory(info, session, report)
     return report
+
+
+# The package each of TRL's tracker names needs (TensorBoard: tensorboard, or tensorboardX).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
+                    "mlflow": ("mlflow",)}
+
+
+def check_trackers(session: Session) -> None:
+    """training.report_to: each tracker's package imports here; else one sentence (UserError) before training."""
+    import importlib.util
+
+    from engine.errors import UserError
+
+    for name in session.training.trackers:
+        if not any(importlib.util.find_spec(package) for package in TRACKER_PACKAGES[name]):
+            raise UserError(
+                f'training.report_to names "{name}", which is not installed in this environment; '
+                f"install it (pip install {TRACKER_PACKAGES[name][0]}) or remove it from report_to."
+            )
 
 
 def _check_processes(session: Session, report: PreflightReport) -> None:

@@ -32,6 +32,7 @@ from engine.runs.progress_lines import StepCounter, format_event
 from engine.runs.registry import STOP_FILE, SUPERVISOR_PID_FILE, last_checkpoint, remember_run, request_stop
 from engine.session.schema import Session, load_session, save_session
 from engine.training import distributed
+from engine.training.args import tracker_environment
 from engine.training.exit_codes import EXIT_STOPPED, WorkerExit
 from engine.troubleshooting import oom
 
@@ -47,6 +48,9 @@ def replay(session_path: str, *, dry_run: bool = False, resume: bool = False, oo
         out(report.format())
         return 0 if report.ok else 2
     _check_dataset(session)
+    from engine.training.preflight import check_trackers
+
+    check_trackers(session)  # a tracker that is not installed: one sentence, before anything runs
     first_backend = "unsloth" if session.backend in ("auto", "unsloth") else "peft"
     distributed.check_strategy(session, launch, first_backend, on_gpu=distributed.visible_gpus() > 0)
     run_dir = Path(session.output.dir)
@@ -178,6 +182,8 @@ class Supervisor:
         if resume:
             worker_args.append("--resume")
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        for name, value in tracker_environment(self.session, self.run_dir).items():
+            env.setdefault(name, value)  # TensorBoard's files in the run folder, unless the person set a folder
         project_root = str(PROJECT_ROOT)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
         if not self.launch.distributed:
@@ -279,6 +285,8 @@ class Supervisor:
     def _finish(self, code: int, last: dict) -> int:
         resume_hint = self._resume_hint()
         if last.get("event") == "end" and last.get("status") == "completed":
+            if self.launch.leader:  # node 0 saved the adapter; the command runs once, there
+                self._run_on_finish(last)
             return 0
         if not self.launch.leader and code == 0 and not last:
             self.out(f"Node {self.launch.node_rank}: its {self.launch.nproc_per_node} process(es) finished; the run's events, "
@@ -298,6 +306,51 @@ class Supervisor:
         if last.get("kind") == "oom":
             message += f"; see the finding in {self.run_dir / EVENTS_FILE} for remedies"
         raise _RunFailed(message, exit_code=2 if code == WorkerExit.BAD_INPUT else 1)
+
+
+    # -- output.on_finish ------------------------------------------------------------------------
+    def _run_on_finish(self, end: dict) -> None:
+        """The session's `output.on_finish` shell command, once, after a completed run whose adapter (or
+        model) is saved and checked; its output goes to the run's worker.log, its exit code to an
+        `on_finish` event. Never after a failed or stopped run (`_finish` calls it only on success)."""
+        command = self.session.output.on_finish
+        if not command:
+            return
+        problem = saved_output_problem(end)
+        if problem:
+            self._note("on_finish", f"output.on_finish was not run: {problem}.", command=command, exit_code=None)
+            self.out(f"output.on_finish was not run: {problem}.")
+            return
+        log_path = self.run_dir / "worker.log"
+        self.out(f"Running output.on_finish: {command}")
+        with open(log_path, "ab") as log:
+            log.write(f"\n--- output.on_finish: {command}\n".encode())
+            log.flush()
+            try:
+                code = subprocess.run(command, shell=True, cwd=self.session_path.parent.absolute(), stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LORA_TUI_RUN_DIR=str(self.run_dir.absolute()))).returncode
+            except OSError as error:
+                code = None
+                log.write(f"cannot run it: {error}\n".encode())
+            log.write(f"--- output.on_finish exited with code {code}\n".encode())
+        word = "finished" if code == 0 else f"exited with code {code}"
+        self._note("on_finish", f"output.on_finish {word}; its output is in {log_path}.", command=command, exit_code=code)
+        self.out(f"output.on_finish {word}; its output is in {log_path}.")
+
+
+def saved_output_problem(end: dict) -> str:
+    """Why the end event's adapter (or full model) is not a usable saved folder; "" when it is."""
+    folder = end.get("adapter_dir") or end.get("model_dir")
+    if not folder:
+        return "the run's end names no saved adapter or model"
+    path = Path(folder)
+    config = "adapter_config.json" if end.get("adapter_dir") else "config.json"
+    if not (path / config).is_file():
+        return f"{path / config} is missing"
+    weights = [p for p in path.glob("*.safetensors") if p.stat().st_size > 0] + [p for p in path.glob("*.bin") if p.stat().st_size > 0]
+    if not weights:
+        return f"{path} holds no weights"
+    return ""
 
 
 def _kill(pid) -> None:

@@ -296,6 +296,28 @@ async def test_a_burst_of_events_is_one_redraw_and_a_restart_resets_the_view(tmp
         assert screen.view.total_steps == 7 and screen.view.train == []
 
 
+@sync
+async def test_a_covered_dashboard_stops_polling_until_it_shows_again(live_run):
+    # Under the finish screen (or a dialog) the dashboard is not seen: reading events there was a
+    # steady 2-4 % of a core spent on nothing (benchmarks/dashboard_cpu.py, the completed run).
+    from textual.screen import Screen
+
+    app = Host(live_run)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        dashboard = app.screen
+        assert dashboard.view.step == 3
+        await app.push_screen(Screen(id="cover"))
+        writer = EventWriter(live_run)
+        writer.emit("step", step=4, total_steps=10, elapsed=4.0, samples=16, tokens=400, eta_seconds=6.0)
+        writer.close()
+        await pilot.pause(1.5)  # three poll intervals
+        assert dashboard.view.step == 3  # not read while covered
+        app.pop_screen()
+        await pilot.pause(1.0)
+        assert dashboard.view.step == 4  # read as soon as it shows again
+
+
 def test_resumed_start_keeps_the_curve_up_to_its_checkpoint():
     from engine.runs.progress import RunProgress
 

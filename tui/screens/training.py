@@ -114,6 +114,7 @@ class TrainingScreen(BackgroundWork, Screen):
         self._launch = launch
         self._memory = "-"
         self._finished_posted = False
+        self._poll_timers: list = []  # paused while another screen covers this one
         self._shown_findings: list = []
         self._shown_notes: list = []
         self._shown_stats: tuple = ()
@@ -145,7 +146,16 @@ class TrainingScreen(BackgroundWork, Screen):
             self.backlog_done(list(self.tail.read_new()))
         if self.probe_system:
             self.poll_memory()
-            self.set_interval(MEMORY_POLL_SECONDS, self.poll_memory, name="memory")
+            self._poll_timers.append(self.set_interval(MEMORY_POLL_SECONDS, self.poll_memory, name="memory"))
+
+    def on_screen_suspend(self) -> None:
+        # Under the finish screen or a dialog nothing here is seen: polling would cost CPU for nothing.
+        for timer in self._poll_timers:
+            timer.pause()
+
+    def on_screen_resume(self) -> None:
+        for timer in self._poll_timers:
+            timer.resume()
 
     def on_resize(self, event) -> None:
         # No media queries in Textual CSS: a class lets the stylesheet give the chart room at 80x24.
@@ -159,7 +169,7 @@ class TrainingScreen(BackgroundWork, Screen):
     def backlog_done(self, events: list[dict]) -> None:
         self._backlog_read = True
         self._update(events)
-        self.set_interval(POLL_SECONDS, self.poll_events, name="events")
+        self._poll_timers.append(self.set_interval(POLL_SECONDS, self.poll_events, name="events"))
 
     def backlog_failed(self, error: BaseException) -> None:
         self.notify(explain(error), severity="error")

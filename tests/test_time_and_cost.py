@@ -149,3 +149,60 @@ def test_plan_command_train_tokens_and_dataset(state, capsys):
 
     with pytest.raises(UserError, match="--epochs must be a positive number"):
         plan_command(["--model", LLAMA_8B, "--gpu", "RTX 4090", "--train-tokens", "10", "--epochs", "0"])
+
+
+# -- during and after the run: the dashboard and the finish screen ------------------------------------
+
+GPU_RUN = [
+    {"event": "start", "time": 1.0, "total_steps": 100, "step": 0, "world_size": 1, "gpu": "NVIDIA GeForce RTX 4090"},
+    {"event": "step", "time": 2.0, "step": 33, "total_steps": 100, "elapsed": 3600.0, "eta_seconds": 7200.0},
+]
+
+
+def test_run_progress_prices_the_measured_time(state):
+    from engine.runs.progress import progress_of
+
+    run = progress_of(GPU_RUN)
+    assert run.gpu == "NVIDIA GeForce RTX 4090" and run.price().gpu == "RTX 4090"
+    assert run.cost_so_far() == pytest.approx(0.69) and run.cost_to_finish() == pytest.approx(1.38)
+    assert run.cost_short() == "$0.69 so far · $1.38 to go"
+    assert run.cost_line().startswith("$0.69 so far, about $1.38 to finish at $0.69/h (example price, ")
+    cpu = progress_of([{**GPU_RUN[0], "gpu": None}, GPU_RUN[1]])
+    assert cpu.cost_so_far() is None and cpu.cost_short() == "-"
+    two = progress_of([{**GPU_RUN[0], "world_size": 2}, GPU_RUN[1]])
+    assert two.cost_so_far() == pytest.approx(1.38)  # two GPUs rented
+
+
+def test_dashboard_shows_cost_so_far(state, tmp_path):
+    import asyncio
+
+    from textual.app import App
+    from textual.widgets import Static
+
+    from tui.screens.training import TrainingScreen
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in GPU_RUN))
+
+    class Host(App):
+        def on_mount(self) -> None:
+            self.push_screen(TrainingScreen(run_dir, probe_system=False))
+
+    async def body():
+        app = Host()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            stats = str(app.screen.query_one("#stats", Static).render())
+            assert "$0.69 so far · $1.38 to go" in stats and "$0.69/h (example price" in stats
+
+    asyncio.run(body())
+
+
+def test_finish_summary_has_the_total(state):
+    from tui.screens.finish import _summary
+
+    end = {"event": "end", "status": "completed", "step": 100, "train_runtime": 7200.0}
+    text = _summary([*GPU_RUN, end])
+    assert "about $1.38 on NVIDIA GeForce RTX 4090 at $0.69/h (example price" in text
+    assert "$" not in _summary([{**GPU_RUN[0], "gpu": None}, end])

@@ -46,6 +46,7 @@ class RunProgress:
     pid: Optional[int] = None
     host: Optional[str] = None
     world_size: int = 1
+    gpu: Optional[str] = None  # the first GPU's name (start event); None on a CPU
     strategy: Optional[str] = None  # "ddp" / "fsdp" when several processes train
     example: Optional[str] = None  # a rendered training example, from the worker's data report
     ended: bool = False
@@ -92,6 +93,7 @@ class RunProgress:
         self.pid = event.get("pid") or self.pid
         self.host = event.get("host") or self.host
         self.world_size = int(event.get("world_size") or 1)
+        self.gpu = event.get("gpu") or self.gpu
         self.strategy = event.get("strategy") or self.strategy
         if self.started_at is None and isinstance(event.get("time"), (int, float)):
             self.started_at = float(event["time"])
@@ -177,6 +179,56 @@ class RunProgress:
             self.step = int(event["step"])
         where = event.get("adapter_dir") or event.get("checkpoint")
         self.status_detail = f"at step {self.step}" + (f"; {where}" if where else "")
+
+
+    # -- what the run costs (issue 20): the GPU's hourly price x the GPUs x the measured time -------------
+    def price(self):
+        """The hourly price of the run's GPU (engine.planner.cost: the person's prices.json, else the
+        shipped example), or None on a CPU or for a GPU without a price."""
+        if not self.gpu:
+            return None
+        if getattr(self, "_price_for", None) != self.gpu:
+            from engine.planner.cost import load_prices
+
+            self._price_for, self._price = self.gpu, load_prices(strict=False).for_gpu(self.gpu)
+        return self._price
+
+    def cost_so_far(self) -> Optional[float]:
+        price = self.price()
+        if price is None or self.elapsed is None:
+            return None
+        return self.elapsed / 3600 * price.per_hour * max(self.world_size, 1)
+
+    def cost_to_finish(self) -> Optional[float]:
+        """From the measured rate: the ETA (the steps left at the steps' own pace) at the same price."""
+        price = self.price()
+        if price is None or self.eta_seconds is None or not self.live:
+            return None
+        return self.eta_seconds / 3600 * price.per_hour * max(self.world_size, 1)
+
+    def cost_short(self) -> str:
+        """'$0.14 so far · $0.46 to go' for the dashboard's narrow panel, or '-' (a CPU, no price)."""
+        from engine.planner.cost import money
+
+        price, spent = self.price(), self.cost_so_far()
+        if price is None or spent is None:
+            return "-"
+        more = self.cost_to_finish()
+        return f"{money(spent, price.currency)} so far" + (f" · {money(more, price.currency)} to go" if more is not None else "")
+
+    def cost_line(self) -> str:
+        """'$0.14 so far, about $0.46 to finish at $0.69/h (example price, 2025-06)', or '-'."""
+        from engine.planner.cost import money
+
+        price, spent = self.price(), self.cost_so_far()
+        if price is None or spent is None:
+            return "-"
+        text = f"{money(spent, price.currency)} so far"
+        more = self.cost_to_finish()
+        if more is not None:
+            text += f", about {money(more, price.currency)} to finish"
+        count = f" x {self.world_size}" if self.world_size > 1 else ""
+        return f"{text} at {price.rate()}{count}"
 
 
 def progress_of(events: Iterable[dict]) -> RunProgress:

@@ -105,6 +105,7 @@ class ProgressCallback(TrainerCallback):
             "start", total_steps=state.max_steps, num_train_epochs=args.num_train_epochs,
             step=state.global_step, resume_from=self.resume_from, pid=os.getpid(),
             host=socket.gethostname(), world_size=max(int(args.world_size), 1), run_dir=str(self.run_dir),
+            gpu=_gpu_name(),  # what the dashboard prices the run by (issue 20)
             **({"strategy": self.strategy} if int(args.world_size) > 1 else {}),
         )
         self._heartbeat_at = 0.0
@@ -241,3 +242,12 @@ def _memory_gb() -> float:
     import psutil
 
     return round(psutil.Process().memory_info().rss / 2**30, 3)
+
+def _gpu_name() -> str | None:
+    """This process's GPU as CUDA names it ("NVIDIA GeForce RTX 4090"), or None on a CPU."""
+    import torch
+
+    try:
+        return torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else None
+    except Exception:  # a broken driver must not stop the run over a name
+        return None

@@ -131,7 +131,26 @@ def _summary(events: list[dict]) -> str:
     backends = [e.get("backend") for e in events if e.get("event") == "status" and e.get("state") == "loading_model"]
     if backends:
         parts.append(f"{backends[-1]} backend")
+    spent = _total_cost(events, runtime)
+    if spent:
+        parts.append(spent)
     return " · ".join(parts)
+
+
+def _total_cost(events: list[dict], runtime) -> str:
+    """'about $0.52 on NVIDIA GeForce RTX 4090 at $0.69/h (example price, 2025-06)': the training
+    time at the GPU's hourly price (issue 20); '' on a CPU or without a price."""
+    from engine.planner.cost import money
+    from engine.runs.progress import progress_of
+
+    run = progress_of(events)
+    price = run.price()
+    seconds = runtime if isinstance(runtime, (int, float)) else run.elapsed
+    if price is None or seconds is None:
+        return ""
+    total = seconds / 3600 * price.per_hour * max(run.world_size, 1)
+    count = f"{run.world_size} x " if run.world_size > 1 else ""
+    return f"about {money(total, price.currency)} on {count}{run.gpu} at {price.rate()}"
 
 
 class FinishScreen(BackgroundWork, Screen):

@@ -31,7 +31,7 @@ class StatPanel(Vertical):
 
     DEFAULT_CSS = """
     StatPanel { height: auto; padding: 0 1; }
-    StatPanel #stats { height: 9; }
+    StatPanel #stats { height: 11; }
     StatPanel .spark-label { height: 1; color: $text-muted; margin-top: 1; }
     StatPanel Sparkline { height: 1; }
     """
@@ -54,6 +54,8 @@ class StatPanel(Vertical):
             ("epoch", number(view.epoch, ".2f")),
             ("elapsed", duration(view.elapsed)),
             ("ETA", duration(view.eta_seconds) if view.live else "-"),
+            ("cost", view.cost_short()),  # the GPU's hourly price x the measured time (issue 20)
+            ("price", price.rate() if (price := view.price()) else "-"),
             ("tokens/s", number(view.tokens_per_second, ",.0f")),
             ("samples/s", number(view.samples_per_second, ".2f")),
             ("memory", memory),

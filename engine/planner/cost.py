@@ -31,10 +31,10 @@ class Price:
     mine: bool = False  # set by the person (else a shipped example)
     as_of: str = ""
 
-    def rate(self) -> str:
-        """'$0.69/h', with '(example price, 2025-06)' for a shipped one."""
+    def rate(self, mark_example: bool = True) -> str:
+        """'$0.69/h', with '(example price, 2025-06)' for a shipped one (unless said once elsewhere)."""
         text = f"{money(self.per_hour, self.currency)}/h"
-        return text if self.mine else f"{text} (example price, {self.as_of})" if self.as_of else f"{text} (example price)"
+        return text if self.mine or not mark_example else f"{text} (example price, {self.as_of})" if self.as_of else f"{text} (example price)"
 
 
 @dataclass(frozen=True)
@@ -129,14 +129,14 @@ def cost_of(seconds: float, price: Price | None, num_gpus: int = 1) -> float | N
     return seconds / 3600 * price.per_hour * max(num_gpus, 1)
 
 
-def describe(gpu: str, seconds: float, price: Price | None, num_gpus: int = 1) -> str:
+def describe(gpu: str, seconds: float, price: Price | None, num_gpus: int = 1, mark_example: bool = True) -> str:
     """'RTX 4090: about 1 h 40 min, about $1.20 at $0.69/h (example price, 2025-06)'."""
     count = f"{num_gpus} x " if num_gpus > 1 else ""
     text = f"{count}{gpu}: {throughput.about(seconds)}"
     cost = cost_of(seconds, price, num_gpus)
     if cost is not None:
         amount = money(cost, price.currency)
-        text += f", {amount if amount.startswith('under') else 'about ' + amount} at {price.rate()}"
+        text += f", {amount if amount.startswith('under') else 'about ' + amount} at {price.rate(mark_example)}"
     return text
 
 
@@ -155,8 +155,8 @@ class GPUOption:
     def cost(self) -> float | None:
         return cost_of(self.seconds, self.price)
 
-    def describe(self) -> str:
-        return describe(self.gpu, self.seconds, self.price)
+    def describe(self, mark_example: bool = True) -> str:
+        return describe(self.gpu, self.seconds, self.price, mark_example=mark_example)
 
     def to_dict(self) -> dict:
         return {"gpu": self.gpu, "method": self.method, "per_device_train_batch_size": self.per_device_train_batch_size,
@@ -312,3 +312,61 @@ def format_time_and_cost(plan: dict) -> str:
     lines.append("(time: data-sheet TFLOPS x a utilisation fitted to published throughputs, within 15 % of them and up to "
                  f"45 % off elsewhere, benchmarks/RESULTS.md; example prices are not quotes: set yours in {prices_path()})")
     return "\n".join(lines)
+
+
+# -- the wizard's method step ----------------------------------------------------------------------------
+
+
+def session_workload(session, tokens: Workload | None) -> Workload | None:
+    """What the session will train: the dataset's counted tokens x num_train_epochs, or max_steps'
+    worth of batches when max_steps is set. None when the dataset has not been counted."""
+    if tokens is None:
+        return None
+    t = session.training
+    if t.max_steps and t.max_steps > 0:
+        spread = session.distributed.nproc_per_node if isinstance(session.distributed.nproc_per_node, int) else 1
+        rows = t.max_steps * t.per_device_train_batch_size * t.gradient_accumulation_steps * spread * session.distributed.nnodes
+        return Workload(int(rows * tokens.tokens_per_row), 1.0, tokens.tokens_per_row, rows, tokens.source)
+    return Workload(tokens.train_tokens, float(t.num_train_epochs), tokens.tokens_per_row, tokens.rows, tokens.source)
+
+
+def method_step_lines(info, session, workload: Workload, gpu_name: str | None, recommendation, *, num_gpus: int = 1,
+                      prices: PriceList | None = None, others: int = 3) -> list[str]:
+    """The method step's time-and-cost lines: the plan on this GPU, then the other GPUs that fit,
+    cheapest first. E.g. 'This plan, LoRA on RTX 4090: about 1 h 40 min, about $1.15 at $0.69/h'."""
+    from engine.planner.target_modules import count_trainable_params
+
+    prices = prices if prices is not None else load_prices(strict=False)
+    examples = sorted({p.as_of for p in prices.prices.values() if not p.mine})
+    said = f"; prices marked * are examples ({', '.join(examples)}), not quotes" if examples else ""
+    lines = [f"Time and cost for {workload.describe()}{said}:"]
+    spec = _spec(gpu_name)
+    rec = recommendation
+    backend = session.backend
+    if rec is not None and rec.method and spec is not None and spec.peak_tflops:
+        trainable = count_trainable_params(info, rec.target_modules, rec.r) if rec.method != "full" else 0
+        timed = workload.time(info, rec.method, peak_tflops=spec.peak_tflops, batch=rec.per_device_train_batch_size,
+                              trainable_params=trainable, gradient_checkpointing=bool(rec.gradient_checkpointing),
+                              backend=rec.backend or backend, num_gpus=num_gpus)
+        price = prices.for_gpu(spec.name)
+        lines.append(f"  this plan, {_method_name(rec.method)}: {describe(spec.name, timed.seconds, price, num_gpus, False)}"
+                     + _star(price))
+    elif spec is None:
+        lines.append("  this machine: no time estimate without a GPU from the catalogue (CPU training is slow)")
+    options = gpus_that_fit(info, workload, seq_len=session.model.max_seq_length, batch=4, backend=backend,
+                            r=session.lora.r, prices=prices)
+    shown = [o for o in options if spec is None or o.gpu != spec.name][:others]
+    if shown:
+        lines.append("  other GPUs that fit, cheapest first: " + "; ".join(
+            f"{o.describe(False)}{_star(o.price)} ({_method_name(o.method)})" for o in shown))
+    if prices.problem:
+        lines.append(f"  {prices.problem} The example prices are shown.")
+    return lines
+
+
+def _star(price: Price | None) -> str:
+    return "*" if price is not None and not price.mine else ""
+
+
+def _method_name(method: str) -> str:
+    return {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}[method]

@@ -243,6 +243,7 @@ def _memory_gb() -> float:
 
     return round(psutil.Process().memory_info().rss / 2**30, 3)
 
+
 def _gpu_name() -> str | None:
     """This process's GPU as CUDA names it ("NVIDIA GeForce RTX 4090"), or None on a CPU."""
     import torch

@@ -68,6 +68,7 @@ class MethodScreen(StepScreen):
                 yield Label("Grad checkpointing", classes="row-label")
                 yield Select(CHECKPOINTING, value=_shown(self.wizard.session.training.gradient_checkpointing),
                              allow_blank=False, id="checkpointing", compact=True)
+        yield Static("", id="time-cost", classes="panel muted")  # issue 20: how long, how much
 
     def _current(self, section: str, name: str) -> Any:
         return getattr(getattr(self.wizard.session, section), name)
@@ -177,6 +178,7 @@ class MethodScreen(StepScreen):
             self.query_one(f"#bar-{method}", UsageBar).update(estimate.total_gb, budget.gb, tag)
         self._show_recommendation(recommendation)
         self._fill_parts(estimates)
+        self.time_and_cost_worker(serial, key[0], budget, recommendation)
         # Preselect the recommendation once per model and budget; never over the person's own edits.
         extra = self.wizard.draft.extra
         applied = extra.get("recommended_for")
@@ -186,6 +188,43 @@ class MethodScreen(StepScreen):
             extra["recommended_for"] = list(key[:3])
             self.action_apply_recommendation()
         self.say("")
+
+    @work(thread=True, exclusive=True, group="time_cost", exit_on_error=False)
+    def time_and_cost_worker(self, serial: int, name: str, budget, recommendation) -> tuple:
+        """Time and cost of the plan on this GPU and on the others that fit (engine.planner.cost): the
+        dataset counted with the model's tokenizer once it is chosen, else per 10 million tokens."""
+        from engine.planner import cost
+
+        session = self.wizard.session
+        info = self.wizard.model_info(name)
+        tokens = None
+        path = session.dataset.path
+        if path:
+            try:
+                from pathlib import Path
+
+                stamp = Path(path).stat().st_mtime
+                tokens = self.wizard.cached(("tokens", name, path, stamp, session.model.max_seq_length),
+                                            lambda: cost.dataset_workload(path, name, max_seq_length=session.model.max_seq_length,
+                                                                          eval_fraction=session.dataset.eval_fraction))
+            except Exception:  # the dataset step says what is wrong with a file; here it is only not counted
+                tokens = None
+        if tokens is None:
+            tokens = cost.Workload(10_000_000, 1.0, float(min(session.model.max_seq_length, 512)), None, "")
+        workload = cost.session_workload(session, tokens)
+        gpu = budget.label if budget.kind == "VRAM" else None
+        lines = cost.method_step_lines(info, session, workload, gpu, recommendation, num_gpus=budget.world_size)
+        if not path:
+            lines[0] = lines[0].rstrip(":") + " (choose the dataset for its own count):"
+        return serial, lines
+
+    def time_cost_done(self, result: tuple) -> None:
+        serial, lines = result
+        if serial == self._plan_serial:
+            self.query_one("#time-cost", Static).update(escape("\n".join(lines)))
+
+    def time_cost_failed(self, error: BaseException) -> None:
+        self.query_one("#time-cost", Static).update(escape(f"No time estimate: {explain(error)}"))
 
     def _show_recommendation(self, rec) -> None:
         box = self.query_one("#recommendation", Static)

@@ -132,3 +132,33 @@ def test_a_tracker_that_is_not_installed_is_one_sentence(monkeypatch):
     assert str(caught.value) == ('training.report_to names "wandb", which is not installed in this environment; '
                                  "install it (pip install wandb) or remove it from report_to.")
     check_trackers(Session.model_validate({"dataset": {"path": str(DEMO_DATA)}, "training": {"report_to": "tensorboard"}}))
+
+
+def test_review_step_sets_and_shows_on_finish(tmp_path, monkeypatch):
+    import asyncio
+
+    from textual.widgets import Input, Static
+    from tui_helpers import DEMO_DATA as DEMO, RTX_4090, settle
+
+    from tui.app import build_app
+
+    monkeypatch.setenv("LORA_TUI_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("LORA_TUI_HARDWARE", str(RTX_4090))
+
+    async def body():
+        app = build_app(dataset=str(DEMO), offer_resume=False, autosave=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            app.goto("review", check=False)
+            await settle(pilot)
+            assert app.draft.session.output.on_finish is None  # off by default
+            field = app.screen.query_one("#on-finish", Input)
+            field.value = "runpodctl stop pod $RUNPOD_POD_ID"
+            await pilot.pause(0.2)
+            assert app.draft.session.output.on_finish == "runpodctl stop pod $RUNPOD_POD_ID"
+            summary = str(app.screen.query_one("#summary", Static).render())
+            assert "When finished runs runpodctl stop pod $RUNPOD_POD_ID once" in summary
+            field.value = ""
+            await pilot.pause(0.2)
+            assert app.draft.session.output.on_finish is None
+
+    asyncio.run(body())

@@ -39,6 +39,11 @@ class ReviewScreen(StepScreen):
             yield Label("Session file", classes="row-label")
             yield Input(f"{run_name_for(session)}.session.json", id="session-file", compact=True)
         yield Checkbox("Also save a merged model (output.save_merged)", session.output.save_merged, id="save-merged", compact=True)
+        with Horizontal(classes="row"):
+            # output.on_finish (issue 20): off (empty) by default; never run after a failed or stopped run.
+            yield Label("When finished", classes="row-label")
+            yield Input(session.output.on_finish or "", id="on-finish", compact=True,
+                        placeholder="a shell command run once after a successful run, e.g. sudo shutdown -h +10")
         yield Static("", id="replay", classes="panel replay")
         yield Static("", id="session-json", classes="panel")
 
@@ -59,7 +64,10 @@ class ReviewScreen(StepScreen):
         return (f"[b]{method}[/b]{adapter} · batch {t.per_device_train_batch_size} × {t.gradient_accumulation_steps} "
                 f"· lr {t.learning_rate:g} · {length} · max_seq_length {s.model.max_seq_length} · backend {s.backend}\n"
                 f"[b]Model[/b] {escape(s.model.name)}   [b]Data[/b] {escape(data)} ({s.dataset.template} template, "
-                f"eval {s.dataset.eval_fraction:.0%})")
+                f"eval {s.dataset.eval_fraction:.0%})"
+                + (f"\n[b]When finished[/b] runs [b]{escape(s.output.on_finish)}[/b] once (after a successful run only; "
+                   "its output goes to the run's worker.log)" if s.output.on_finish else "")
+                + (f"\n[b]Trackers[/b] {', '.join(t.trackers)}" if t.trackers else ""))
 
     def _render_session(self) -> None:
         self.query_one("#summary", Static).update(self._summary())
@@ -96,7 +104,9 @@ class ReviewScreen(StepScreen):
         if not folder:
             return "Give a run folder, such as runs/my-run." if strict else None
         resolved = str(Path(folder).expanduser().resolve())
-        self.wizard.edit_session({"output": {"dir": resolved, "save_merged": self.query_one("#save-merged", Checkbox).value}})
+        on_finish = self.query_one("#on-finish", Input).value.strip() or None
+        self.wizard.edit_session({"output": {"dir": resolved, "save_merged": self.query_one("#save-merged", Checkbox).value,
+                                             "on_finish": on_finish}})
         return None
 
     def _problems(self) -> Optional[str]:

@@ -3,7 +3,8 @@
 #   1. wrapper overhead: lora-tui --replay against the bare seed recipe, alternated pairs;
 #   2. peak memory against the planner's estimate: torch.cuda.max_memory_allocated (in the worker)
 #      and NVML's peak of used device memory, for LoRA and QLoRA at two sequence lengths;
-#   3. Unsloth against the peft backend on the same session: tokens/s and peak memory.
+#   3. Unsloth against the peft backend on the same session: tokens/s and peak memory;
+#   and (issue 20) our tokens/s against the training-time model (benchmarks/throughput_gap.py).
 # The Python scripts are the same ones `make bench` runs on a CPU; only the settings are longer.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]        figures go to OUT_DIR (default $OUT, else benchmarks/gpu-results)
@@ -131,6 +132,19 @@ if [ -z "${SKIP_BACKEND_MEMORY:-}" ]; then
     done
 fi
 # ---- end of issue 16 ------------------------------------------------------------------------------
+
+# ---- issue 20: our tokens/s against the training-time model ----------------------------------------
+# LoRA on Unsloth, a 1B-class model (tests/configs/llama-3.2-1b's shapes with random weights, the demo
+# tokenizer) and the demo model; throughput_gap.py prints measured tokens/s, the model's figure for
+# this GPU's catalogue peak_tflops, and model / measured. About 2.5 + 1.5 minutes.
+# Skip with SKIP_THROUGHPUT_GAP=1.
+if [ -z "${SKIP_THROUGHPUT_GAP:-}" ]; then
+    bench throughput-gap-1b 150 benchmarks/throughput_gap.py --from-config tests/configs/llama-3.2-1b --model "$MODEL" \
+        --steps 30 --skip 10 --batch-size 8 --max-seq-length 512
+    bench throughput-gap-demo 90 benchmarks/throughput_gap.py --model "$MODEL" --steps 30 --skip 10 --batch-size 8 \
+        --max-seq-length 512
+fi
+# ---- end of issue 20 ------------------------------------------------------------------------------
 
 # ---- issue 17: several GPUs (NCCL) and 4-bit under FSDP ------------------------------------------
 # The parts of tests/test_distributed.py a CPU cannot run: NCCL between GPUs, FSDP2 on CUDA, and

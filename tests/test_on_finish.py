@@ -138,7 +138,8 @@ def test_review_step_sets_and_shows_on_finish(tmp_path, monkeypatch):
     import asyncio
 
     from textual.widgets import Input, Static
-    from tui_helpers import DEMO_DATA as DEMO, RTX_4090, settle
+    from tui_helpers import DEMO_DATA as DEMO
+    from tui_helpers import RTX_4090, settle
 
     from tui.app import build_app
 

@@ -128,6 +128,9 @@ class DistributedSection(_Section):
     `strategy` "auto" is DDP for several processes, "none" one process, "fsdp" shards weights,
     gradients and optimizer state over the processes (FSDP2). With `nnodes` above 1 every node runs
     `lora-tui --replay SESSION --node-rank I` and `rdzv_endpoint` is node 0's HOST:PORT.
+    `cpu_offload` (FSDP only) keeps each process's shards of weights, gradients and optimizer state
+    in RAM between uses (FSDP2's CPUOffloadPolicy, accelerate's fsdp_config.offload_params): the
+    GPU holds a layer while it computes, at the price of PCIe traffic every step.
     """
 
     strategy: Strategy = "auto"
@@ -135,6 +138,7 @@ class DistributedSection(_Section):
     nnodes: PositiveInt = 1
     node_rank: int = Field(0, ge=0)
     rdzv_endpoint: Optional[str] = Field(None, validate_default=True)
+    cpu_offload: bool = False
 
     @field_validator("nproc_per_node", mode="before")
     @classmethod

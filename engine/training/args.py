@@ -98,6 +98,10 @@ def sft_config_kwargs(session, run_dir: Path, *, has_eval: bool, on_gpu: bool, b
         # builds FSDP only for GPU backends). engine.training.fsdp shards the model instead.
     if on_gpu:
         kwargs.update(bf16=bf16_ok, fp16=not bf16_ok)
+        if session.distributed.cpu_offload and t.optim in ("adamw_8bit", "paged_adamw_8bit"):
+            # FSDP's CPU offload steps the optimizer on the shards in RAM, which bitsandbytes' 8-bit
+            # (CUDA) optimizers cannot; the same update in 32-bit (Unsloth swaps it the same way).
+            kwargs["optim"] = "adamw_torch"
     else:
         kwargs.update(bf16=False, fp16=False, use_cpu=True)
         if t.optim in ("adamw_8bit", "paged_adamw_8bit"):

@@ -99,6 +99,7 @@ def check_strategy(session, launch: Launch, backend: str, on_gpu: bool) -> None:
     """Refuse, in one sentence, what cannot run: QLoRA under FSDP shards 4-bit weights only with
     Unsloth's FSDP2 on GPUs (it stores them in the compute dtype, bnb_4bit_quant_storage, and keeps
     their quantization state); plain FSDP2 on the peft backend would drop that state."""
+    check_offload(session, launch)
     if launch.strategy != "fsdp" or session.method != "qlora":
         return
     if not on_gpu:
@@ -108,6 +109,21 @@ def check_strategy(session, launch: Launch, backend: str, on_gpu: bool) -> None:
         raise UserError("QLoRA with distributed.strategy \"fsdp\" needs the unsloth backend (its FSDP2 keeps the 4-bit "
                         "weights' quantization state, stored as bnb_4bit_quant_storage = the compute dtype); on the "
                         "peft backend use method \"lora\" with FSDP, or strategy \"ddp\".")
+
+
+def check_offload(session, launch: Launch) -> None:
+    """`distributed.cpu_offload` is FSDP's (the shards in RAM): refused, in one sentence, without
+    FSDP over several processes. Both backends run it: the peft backend with FSDP2's
+    CPUOffloadPolicy (engine.training.fsdp), the unsloth backend with its UNSLOTH_FSDP2_CPU_OFFLOAD."""
+    d = session.distributed
+    if not d.cpu_offload:
+        return
+    if d.strategy != "fsdp":
+        raise UserError(f"distributed.cpu_offload keeps FSDP's shards in RAM, so it needs distributed.strategy \"fsdp\" "
+                        f"(this session has \"{d.strategy}\"); set strategy \"fsdp\", or cpu_offload false.")
+    if launch.strategy != "fsdp":
+        raise UserError("distributed.cpu_offload needs FSDP over 2 or more processes, and this session starts one; "
+                        "set distributed.nproc_per_node (or nnodes) above 1, or cpu_offload false.")
 
 
 def torchrun_command(launch: Launch, worker_args: list[str], python: str = sys.executable) -> list[str]:

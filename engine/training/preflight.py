@@ -89,9 +89,9 @@ def _check_processes(session: Session, report: PreflightReport) -> None:
     from engine.training import distributed
 
     launch = distributed.resolve_launch(session)
-    if not launch.distributed:
-        return
-    report.lines.append(f"Processes: {distributed.describe(launch)} through torchrun")
+    if launch.distributed:
+        offload = ", shards in RAM (CPU offload)" if session.distributed.cpu_offload else ""
+        report.lines.append(f"Processes: {distributed.describe(launch)} through torchrun{offload}")
     backend = "unsloth" if session.backend in ("auto", "unsloth") else "peft"
     try:
         distributed.check_strategy(session, launch, backend, on_gpu=distributed.visible_gpus() > 0)

@@ -191,6 +191,8 @@ class Supervisor:
         worker_args += ["--strategy", self.launch.strategy]
         if self.launch.strategy == "fsdp" and backend == "unsloth":
             env["UNSLOTH_FSDP2"] = "1"  # Unsloth shards the model itself (4-bit weights included)
+            if self.session.distributed.cpu_offload:
+                env["UNSLOTH_FSDP2_CPU_OFFLOAD"] = "1"  # Unsloth's own switch: CPUOffloadPolicy on its fully_shard
         log_name = "worker.log" if self.launch.leader else f"worker-node-{self.launch.node_rank}.log"
         return distributed.torchrun_command(self.launch, worker_args), env, log_name
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -232,6 +233,32 @@ def test_fsdp2_holds_half_the_parameters_per_rank_and_trains(tmp_path):
     assert (run_dir / "checkpoint-1" / "optimizer.pt").is_file()  # the full optimizer state, for --resume
 
 
+@trains
+def test_fsdp2_with_cpu_offload_trains(tmp_path):
+    """distributed.cpu_offload on the peft backend: FSDP2's CPUOffloadPolicy on every fully_shard
+    (unpinned on the CPU, where gloo carries the collectives), half the parameters a rank, a step
+    trained, one adapter. On the CPU nothing moves, so this checks the code path, not the memory
+    (benchmarks/gpu_check.sh measures that on a GPU)."""
+    session = _session(tmp_path, distributed__strategy="fsdp", distributed__cpu_offload=True, training__max_steps=1)
+    log = tmp_path / "replay.log"
+    code, output = _wait(_replay(write_session(tmp_path, session), log=log), log)
+    assert code == 0, output[-3000:]
+    run_dir = tmp_path / "run"
+    reports = _reports(run_dir)
+    assert sorted(reports) == [0, 1]
+    for report in reports.values():
+        assert report["outcome"] == "ok" and report["strategy"] == "fsdp" and report["cpu_offload"] is True, report
+        assert abs(report["params_held"] / report["params_total"] - 0.5) < 0.01, report
+    events = events_of(run_dir)
+    assert [e["world_size"] for e in events if e["event"] == "start"] == [2]
+    assert [e["event"] for e in events][-1] == "end" and events[-1]["status"] == "completed"
+    from safetensors.torch import load_file
+
+    adapter = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert any(name.endswith("lora_B.weight") and value.abs().sum() > 0 for name, value in adapter.items())  # trained
+    assert (run_dir / "checkpoint-1" / "optimizer.pt").is_file()
+
+
 # -- the DDP trap, on a tiny model --------------------------------------------------------------------
 @trains
 def test_lora_ddp_reentrant_checkpointing_trap_and_its_fix(tmp_path):
@@ -347,6 +374,73 @@ def test_distributed_arguments_for_the_trainer(tmp_path):
     assert gpu["ddp_find_unused_parameters"] is False and "ddp_backend" not in gpu  # NCCL, the default
     one = sft_config_kwargs(session, tmp_path, has_eval=False, on_gpu=False, bf16_ok=False, train_rows=100)
     assert "ddp_find_unused_parameters" not in one
+
+
+# -- FSDP's CPU offload (distributed.cpu_offload) ----------------------------------------------------
+def test_cpu_offload_is_off_in_old_sessions_and_a_strict_bool():
+    assert session_from_dict({"dataset": {"path": "d.jsonl"}}).distributed.cpu_offload is False
+    assert _s(strategy="fsdp", nproc_per_node=2).distributed.cpu_offload is False  # a section without the key
+    on = _s(strategy="fsdp", nproc_per_node=2, cpu_offload=True)
+    assert session_from_dict(json.loads(on.to_json())).distributed.cpu_offload is True
+    with pytest.raises(Exception, match="cpu_offload"):
+        _s(strategy="fsdp", nproc_per_node=2, cpu_offload="yes")
+
+
+def test_cpu_offload_needs_fsdp_over_several_processes(tmp_path):
+    for section, words in (({"strategy": "ddp", "nproc_per_node": 2}, 'needs distributed.strategy "fsdp" (this session has "ddp")'),
+                           ({"strategy": "auto", "nproc_per_node": 2}, 'this session has "auto"'),
+                           ({"strategy": "fsdp", "nproc_per_node": 1}, "this session starts one")):
+        session = _s(**section, cpu_offload=True)
+        for backend in ("peft", "unsloth"):
+            with pytest.raises(Exception, match=re.escape(words)):
+                distributed.check_strategy(session, resolve_launch(session, gpus=2), backend, on_gpu=True)
+    session = _s(strategy="fsdp", nproc_per_node=2, cpu_offload=True)
+    for backend in ("peft", "unsloth"):  # both backends run it: FSDP2's CPUOffloadPolicy, Unsloth's own switch
+        distributed.check_strategy(session, resolve_launch(session, gpus=2), backend, on_gpu=True)
+        distributed.check_strategy(session, resolve_launch(session, gpus=0), backend, on_gpu=False)
+    from engine.training.preflight import PreflightReport, _check_processes
+
+    report = PreflightReport()
+    _check_processes(session, report)
+    assert report.lines == ["Processes: 2 processes on this node (FSDP) through torchrun, shards in RAM (CPU offload)"]
+    assert report.problems == []
+    report = PreflightReport()
+    _check_processes(_s(strategy="none", cpu_offload=True), report)  # one process: still said, before training
+    assert report.lines == [] and len(report.problems) == 1 and 'needs distributed.strategy "fsdp"' in report.problems[0]
+    data = small_session(tmp_path, backend="peft", distributed__nproc_per_node=2, distributed__strategy="ddp",
+                         distributed__cpu_offload=True)
+    result = run_cli("--replay", str(write_session(tmp_path, data)), timeout=120)
+    assert result.returncode == 2 and 'needs distributed.strategy "fsdp"' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_cpu_offload_reaches_unsloth_as_its_own_switch(tmp_path):
+    from engine.training.supervisor import Supervisor
+
+    session = _s(nproc_per_node=2, strategy="fsdp", cpu_offload=True)
+    supervisor = Supervisor(session, tmp_path, tmp_path / "s.json", print, launch=resolve_launch(session, gpus=0))
+    _, env, _ = supervisor.worker_command("unsloth", resume=False)
+    assert env["UNSLOTH_FSDP2"] == "1" and env["UNSLOTH_FSDP2_CPU_OFFLOAD"] == "1"
+    _, env, _ = supervisor.worker_command("peft", resume=False)  # the worker shards it itself (engine.training.fsdp)
+    assert env.get("UNSLOTH_FSDP2_CPU_OFFLOAD") == os.environ.get("UNSLOTH_FSDP2_CPU_OFFLOAD")
+    plain = _s(nproc_per_node=2, strategy="fsdp")
+    _, env, _ = Supervisor(plain, tmp_path, tmp_path / "s.json", print,
+                           launch=resolve_launch(plain, gpus=0)).worker_command("unsloth", resume=False)
+    assert env.get("UNSLOTH_FSDP2_CPU_OFFLOAD") == os.environ.get("UNSLOTH_FSDP2_CPU_OFFLOAD")
+
+
+def test_cpu_offload_steps_the_optimizer_in_32_bit_on_a_gpu(tmp_path):
+    """The offloaded shards are CPU tensors: bitsandbytes' 8-bit optimizers (CUDA) cannot step them."""
+    from engine.training.args import sft_config_kwargs
+
+    def optim(**section):
+        session = session_from_dict({"dataset": {"path": str(DEMO_DATA)}, "training": {"optim": "adamw_8bit"},
+                                     "distributed": {"nproc_per_node": 2, "strategy": "fsdp", **section}})
+        return sft_config_kwargs(session, tmp_path, has_eval=False, on_gpu=True, bf16_ok=True, train_rows=100,
+                                 world_size=2)["optim"]
+
+    assert optim(cpu_offload=True) == "adamw_torch"
+    assert optim() == "adamw_8bit"
 
 
 def test_oom_retry_keeps_the_global_effective_batch():

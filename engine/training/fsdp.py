@@ -12,7 +12,16 @@ accelerate must not wrap the model in DDP, and saving and resuming go through fu
 (`torch.distributed.checkpoint.state_dict`): every rank takes part in gathering, rank 0 writes, and
 a checkpoint is the usual PEFT adapter (or model) plus optimizer.pt, loadable with or without FSDP.
 
-On the unsloth backend Unsloth shards the model itself (UNSLOTH_FSDP2=1, set by the supervisor).
+With the session's `distributed.cpu_offload`, every `fully_shard` gets FSDP2's `CPUOffloadPolicy`:
+the shards (and their gradients and the optimizer state) live in RAM, each layer is copied to the GPU
+for its forward and backward, and the optimizer steps on the CPU. The shards' collectives then run on
+CPU tensors, which NCCL cannot carry (the gradient clipping's norm all-reduce:
+https://github.com/pytorch/pytorch/issues/148532), so on GPUs the mesh is a group with gloo for CPU
+tensors beside NCCL for CUDA ones. On the CPU (gloo) the policy changes where nothing lives, but
+runs the same code path, unpinned (pinning needs a CUDA driver).
+
+On the unsloth backend Unsloth shards the model itself (UNSLOTH_FSDP2=1, set by the supervisor; its
+own switch for the offload is UNSLOTH_FSDP2_CPU_OFFLOAD=1, unsloth/models/fsdp2_native.py).
 """
 
 from __future__ import annotations
@@ -40,23 +49,43 @@ def decoder_layers(model) -> list:
     return [module for module in model.modules() if type(module).__name__ in names]
 
 
-def shard_model(model):
-    """fully_shard each decoder layer, then the root, over all ranks. Returns the same model."""
+def shard_model(model, cpu_offload: bool = False):
+    """fully_shard each decoder layer, then the root, over all ranks; with `cpu_offload` the shards
+    live in RAM (CPUOffloadPolicy). Returns the same model."""
     import torch
     import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
     layers = decoder_layers(model)
     if not layers:
         raise UserError(f"distributed.strategy \"fsdp\": no decoder layers found in {type(model).__name__} to shard; "
                         "use strategy \"ddp\" for this model.")
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    options = {}
+    if cpu_offload:
+        options["offload_policy"] = CPUOffloadPolicy(pin_memory=device_type == "cuda")
+    if cpu_offload and device_type == "cuda":
+        # Offloaded shards and gradients are CPU tensors: their collectives need gloo beside NCCL.
+        mesh = DeviceMesh.from_group(dist.new_group(backend="cpu:gloo,cuda:nccl"), device_type)
+    else:
+        mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     for layer in layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **options)
+    fully_shard(model, mesh=mesh, **options)
     return model
+
+
+def parameters_offloaded(model) -> bool:
+    """Whether this rank's shards live in RAM: some fully_shard unit has FSDP2's CPUOffloadPolicy."""
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    for module in model.modules():
+        state = module._get_fsdp_state() if hasattr(module, "_get_fsdp_state") else None
+        groups = getattr(state, "_fsdp_param_groups", None) or [getattr(state, "_fsdp_param_group", None)]
+        if any(isinstance(getattr(group, "offload_policy", None), CPUOffloadPolicy) for group in groups):
+            return True
+    return False
 
 
 def parameters_held(model) -> tuple[int, int]:

@@ -119,10 +119,12 @@ class TrainingRun:
         trainer_class = self.backend.trainer_class() if hasattr(self.backend, "trainer_class") else SFTTrainer
         if self.strategy == "fsdp" and self.backend.NAME == "peft":
             # FSDP2 over all ranks (the process group exists now: SFTConfig set it up); on the unsloth
-            # backend Unsloth shards the model itself inside the Trainer (UNSLOTH_FSDP2=1).
-            from engine.training.fsdp import fsdp2_trainer, shard_model
+            # backend Unsloth shards the model itself inside the Trainer (UNSLOTH_FSDP2=1, and
+            # UNSLOTH_FSDP2_CPU_OFFLOAD=1 for the offload). With cpu_offload the shards live in RAM.
+            from engine.training.fsdp import fsdp2_trainer, parameters_offloaded, shard_model
 
-            shard_model(model)
+            shard_model(model, cpu_offload=session.distributed.cpu_offload)
+            self.rank_facts["cpu_offload"] = parameters_offloaded(model)
             trainer_class = fsdp2_trainer(trainer_class)
         elif self.strategy == "ddp" and not on_gpu:
             from engine.training.distributed import cpu_ddp_trainer

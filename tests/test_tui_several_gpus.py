@@ -26,7 +26,7 @@ def two_gpus(tmp_path: Path) -> Path:
     return path
 
 
-def plan_on_two(tmp_path, monkeypatch, model: str, gpus: str = "2"):
+def plan_on_two(tmp_path, monkeypatch, model: str, gpus: str = "2", review: bool = False):
     isolate(monkeypatch, tmp_path, hardware=two_gpus(tmp_path))
 
     async def drive():
@@ -39,7 +39,12 @@ def plan_on_two(tmp_path, monkeypatch, model: str, gpus: str = "2"):
             summary = screen_text(app)
             app.goto("method", check=False)
             await settle(pilot)
-            return app.session, hardware, summary, screen_text(app)
+            method = screen_text(app)
+            if review:
+                app.goto("review", check=False)
+                await settle(pilot)
+                method = (method, screen_text(app))
+            return app.session, hardware, summary, method
 
     return asyncio.run(drive())
 
@@ -50,14 +55,19 @@ def test_two_gpus_listed_and_lora_goes_ddp(tmp_path, monkeypatch):
     assert "2 × NVIDIA GeForce RTX 4090" in summary and "a GPU" in summary
     assert session.distributed.nproc_per_node == 2
     assert session.method == "lora" and session.distributed.strategy == "ddp", (session.method, session.distributed)
+    assert session.distributed.cpu_offload is False
     assert "DDP over 2 GPUs" in method and "GB a GPU" in method
     assert session.training.per_device_train_batch_size * session.training.gradient_accumulation_steps * 2 == 16
 
 
-def test_70b_on_two_gpus_is_qlora_with_fsdp(tmp_path, monkeypatch):
-    session, _, _, method = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b")
+def test_70b_on_two_gpus_is_qlora_with_fsdp_and_cpu_offload(tmp_path, monkeypatch):
+    """The plan needs FSDP's CPU offload on two 4090s: applying it turns distributed.cpu_offload on,
+    and the review step says so."""
+    session, _, _, (method, review) = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b", review=True)
     assert (session.method, session.distributed.strategy, session.distributed.nproc_per_node) == ("qlora", "fsdp", 2)
     assert "FSDP over 2 GPUs with CPU offload" in method
+    assert session.distributed.cpu_offload is True
+    assert "Processes 2 process(es) on this node, FSDP with CPU offload" in review
 
 
 def test_more_gpus_than_the_machine_has_is_one_sentence(tmp_path, monkeypatch):

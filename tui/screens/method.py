@@ -287,10 +287,14 @@ class MethodScreen(StepScreen):
         changes["training.gradient_checkpointing"] = (current or "unsloth") if rec.gradient_checkpointing else False
         spread = self.wizard.session.distributed
         if rec.strategy != "none":  # the strategy the plan is for, on the GPUs the hardware step chose
-            changes["distributed.strategy"] = rec.strategy
+            # and FSDP's CPU offload when the plan fits only with the shards in RAM
+            changes.update({"distributed.strategy": rec.strategy, "distributed.cpu_offload": rec.cpu_offload})
         elif spread.nproc_per_node != 1 or spread.nnodes != 1:  # more GPUs would not help: one process
             changes.update({"distributed.strategy": "none", "distributed.nproc_per_node": 1, "distributed.nnodes": 1,
-                            "distributed.node_rank": 0, "distributed.rdzv_endpoint": None})
+                            "distributed.node_rank": 0, "distributed.rdzv_endpoint": None,
+                            "distributed.cpu_offload": False})
+        elif spread.cpu_offload:  # one process: no FSDP, so no offload
+            changes["distributed.cpu_offload"] = False
         try:
             self.wizard.edit_session(changes, where="recommendation")
         except Exception as error:

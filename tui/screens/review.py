@@ -67,7 +67,20 @@ class ReviewScreen(StepScreen):
                 f"eval {s.dataset.eval_fraction:.0%})"
                 + (f"\n[b]When finished[/b] runs [b]{escape(s.output.on_finish)}[/b] once (after a successful run only; "
                    "its output goes to the run's worker.log)" if s.output.on_finish else "")
-                + (f"\n[b]Trackers[/b] {', '.join(t.trackers)}" if t.trackers else ""))
+                + (f"\n[b]Trackers[/b] {', '.join(t.trackers)}" if t.trackers else "")
+                + self._processes())
+
+    def _processes(self) -> str:
+        """The `distributed` section in words, when it asks for more than one process (or for offload)."""
+        d = self.wizard.session.distributed
+        if d.strategy == "none" or (d.nproc_per_node == 1 and d.nnodes == 1 and not d.cpu_offload):
+            return ""
+        per_node = "every GPU" if d.nproc_per_node == "auto" else f"{d.nproc_per_node} process(es)"
+        nodes = f" on each of {d.nnodes} nodes" if d.nnodes > 1 else " on this node"
+        strategy = "DDP (strategy auto)" if d.strategy == "auto" else d.strategy.upper()
+        offload = (" with CPU offload (the shards in RAM: every step copies each layer over PCIe)"
+                   if d.cpu_offload else "")
+        return f"\n[b]Processes[/b] {per_node}{nodes}, {strategy}{offload}"
 
     def _render_session(self) -> None:
         self.query_one("#summary", Static).update(self._summary())

@@ -248,13 +248,13 @@ def add_time_and_cost(plan: dict, info, workload: Workload, prices: PriceList | 
     settings, hardware = plan["settings"], plan["hardware"]
     spec = _spec(hardware.get("gpu"))
     price = prices.for_gpu(hardware.get("gpu"))
-    num_gpus = int(settings.get("num_gpus") or 1) * int(settings.get("nodes") or 1)
+    num_gpus = int(hardware.get("world_size") or 1)  # plan --num-gpus N [--nodes M]: every GPU rented
     section = {"train_tokens": workload.train_tokens, "epochs": workload.epochs,
                "tokens_per_row": round(workload.tokens_per_row, 1), "rows": workload.rows, "source": workload.source,
                "gpu": spec.name if spec else hardware.get("gpu"), "peak_tflops": spec.peak_tflops if spec else None,
                "price_per_hour": price.per_hour if price else None, "currency": price.currency if price else None,
                "example_price": (not price.mine) if price else None, "price_as_of": price.as_of if price else None,
-               "note": ""}
+               "num_gpus": num_gpus, "note": ""}
     if hardware.get("device") == "cpu":
         section["note"] = "No estimate on a CPU; plan for a GPU with --gpu NAME for time and cost."
     elif spec is None or not spec.peak_tflops:
@@ -300,7 +300,8 @@ def format_time_and_cost(plan: dict) -> str:
             if estimate.get("hours") is None:
                 continue
             mark = " (recommended)" if method == rec else "" if estimate.get("fits", True) else " (does not fit)"
-            lines.append(f"  {METHOD_NAMES[method] + mark:<34}{describe(section['gpu'], estimate['hours'] * 3600, price)}")
+            lines.append(f"  {METHOD_NAMES[method] + mark:<34}"
+                         f"{describe(section['gpu'], estimate['hours'] * 3600, price, section.get('num_gpus') or 1)}")
         if price is None:
             lines.append(f"           no price for {section['gpu']}: set one in {prices_path()}")
     cheapest = plan.get("cheapest_gpu")

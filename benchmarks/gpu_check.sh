@@ -4,7 +4,8 @@
 #   2. peak memory against the planner's estimate: torch.cuda.max_memory_allocated (in the worker)
 #      and NVML's peak of used device memory, for LoRA and QLoRA at two sequence lengths;
 #   3. Unsloth against the peft backend on the same session: tokens/s and peak memory;
-#   and (issue 20) our tokens/s against the training-time model (benchmarks/throughput_gap.py).
+#   and (issue 20) our tokens/s against the training-time model (benchmarks/throughput_gap.py);
+#   and (issue 17) FSDP2's CPU offload on one GPU: peak memory without and with it (fsdp_offload.py).
 # The Python scripts are the same ones `make bench` runs on a CPU; only the settings are longer.
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]        figures go to OUT_DIR (default $OUT, else benchmarks/gpu-results)
@@ -210,4 +211,19 @@ EOF
     distributed_case fsdp-qlora-unsloth 300 unsloth qlora fsdp
 fi
 # ---- end of issue 17 -------------------------------------------------------------------------------
+
+# ---- issue 17 follow-up: FSDP2 with CPU offload (distributed.cpu_offload) on one GPU -----------------
+# The CPU tests run the offload's code path over gloo, where nothing moves; here it runs on CUDA:
+# pinned shards, the cpu:gloo,cuda:nccl group for the clipping's CPU collective, and the memory it
+# saves. One process under torchrun (world size 1: the whole model is one shard, in RAM with the
+# offload), the peft backend's own shard_model, LoRA and full fine-tuning, each without and with the
+# offload; fsdp_offload.py prints the peak GPU memory of the steps and the seconds a step for both,
+# and fails when a loss is not finite or a shard is not where the setting says. About 1.5 minutes.
+# Skip with SKIP_FSDP_OFFLOAD=1.
+if [ -z "${SKIP_FSDP_OFFLOAD:-}" ]; then
+    TORCHRUN_ONE="-m torch.distributed.run --standalone --nproc_per_node 1"
+    bench fsdp-offload 180 $TORCHRUN_ONE benchmarks/fsdp_offload.py --model "$MODEL" --cases lora,full --steps 6 \
+        --batch-size 4 --max-seq-length 512
+fi
+# ---- end of the issue 17 follow-up ------------------------------------------------------------------
 exit $status

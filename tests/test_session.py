@@ -141,8 +141,11 @@ def test_distributed_section_defaults_to_one_process_and_old_sessions_load(tmp_p
     several = old.with_changes({"distributed": {"nproc_per_node": "auto", "strategy": "fsdp"}})
     path = save_session(several, tmp_path / "s.json")
     written = json.loads(path.read_text())["distributed"]
-    assert written == {"strategy": "fsdp", "nproc_per_node": "auto", "nnodes": 1, "node_rank": 0, "rdzv_endpoint": None}
+    assert written == {"strategy": "fsdp", "nproc_per_node": "auto", "nnodes": 1, "node_rank": 0, "rdzv_endpoint": None,
+                       "cpu_offload": False}
     assert load_session(path).distributed == several.distributed
+    del written["cpu_offload"]  # a section written before FSDP's CPU offload existed: off
+    assert session_from_dict({"dataset": {"path": "d.jsonl"}, "distributed": written}).distributed.cpu_offload is False
 
 
 @pytest.mark.parametrize(

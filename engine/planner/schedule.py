@@ -44,18 +44,13 @@ MIN_STEPS = 100
 MAX_EPOCHS = 3
 EPOCH_TOLERANCE = 0.9  # an epoch of 90+ steps is "enough": no second pass for ten more steps
 
-# Training throughput for the time estimate: FLOPs per trained token (forward 2N; backward 2N for
-# the activations, plus 2N for the weights' gradients in full fine-tuning; checkpointing redoes the
-# forward), at a share of the device's peak.
+# The time estimate's CPU rate. GPUs use the throughput model (engine.planner.throughput: the
+# catalogue's data-sheet peak, utilisation fitted per backend), as `plan` and the method step do.
 # fp32 on AVX2 cores: the demo (95 steps, 52k tokens, 10 evaluations of 20 rows) took about 1,000
 # CPU-seconds on a busy 2-core machine, about 35 GFLOP/s a core; a little less, to be safe.
 CPU_GFLOPS_PER_CORE = 30.0
-GPU_UTILISATION = 0.35
 GPU_STEP_FLOOR_S = 0.08  # small models on a GPU are bound by kernel launches, not FLOPs
-# Dense bf16 peak TFLOPS of common GPUs (vendor data sheets); others by compute capability.
-GPU_PEAK_TFLOPS = {"H200": 989, "H100": 989, "GH200": 989, "B200": 2250, "A100": 312, "A800": 312, "L40S": 362,
-                   "L40": 181, "L4": 121, "A10": 125, "A6000": 155, "RTX 6000 Ada": 365, "RTX 5090": 210,
-                   "RTX 4090": 165, "RTX 4080": 97, "RTX 3090": 71, "RTX 3080": 60, "V100": 125, "T4": 65}
+UNKNOWN_GPU_PEAK_TFLOPS = 100.0  # a GPU the catalogue does not list: an A10-class guess
 
 
 @dataclass(frozen=True)
@@ -128,30 +123,35 @@ def plan_schedule(train_rows: int, mean_tokens: float, method: str, params: Opti
     )
 
 
-def flops_per_token(params: int, method: str, gradient_checkpointing: bool) -> float:
-    passes = 6 if method == "full" else 4
-    if gradient_checkpointing:
-        passes += 2
-    return passes * params
+def estimate_seconds(info, method: str, train_tokens: int, steps: int, *, tokens_per_row: float, batch_size: int = 1,
+                     trainable_params: int = 0, gradient_checkpointing: bool = True, backend: str = "auto",
+                     gpu_name: Optional[str] = None, num_gpus: int = 1, cpu_cores: int = 1) -> float:
+    """About how long training takes (evaluation and loading not counted): `train_tokens` over all
+    epochs, on `gpu_name` (the throughput model) or, without one, on `cpu_cores` cores."""
+    from engine.planner import throughput
 
-
-def gpu_peak_tflops(name: str, compute_capability: Optional[tuple] = None) -> float:
-    for key in sorted(GPU_PEAK_TFLOPS, key=len, reverse=True):  # "RTX 4090" before "A10" inside other names
-        if key.lower() in name.lower():
-            return GPU_PEAK_TFLOPS[key]
-    major = compute_capability[0] if compute_capability else 0
-    return 400.0 if major >= 9 else 100.0 if major >= 8 else 30.0
-
-
-def estimate_seconds(train_tokens: int, steps: int, params: int, method: str, gradient_checkpointing: bool, *,
-                     gpu_name: Optional[str] = None, compute_capability: Optional[tuple] = None,
-                     num_gpus: int = 1, cpu_cores: int = 1) -> float:
-    """About how long training takes (evaluation and loading not counted): FLOPs over throughput."""
-    work = train_tokens * flops_per_token(params, method, gradient_checkpointing)
     if gpu_name:
-        rate = gpu_peak_tflops(gpu_name, compute_capability) * 1e12 * GPU_UTILISATION * max(num_gpus, 1)
-        return max(work / rate, steps * GPU_STEP_FLOOR_S)
-    return work / (CPU_GFLOPS_PER_CORE * 1e9 * max(cpu_cores, 1))
+        spec = _catalogue_gpu(gpu_name)
+        peak = spec.peak_tflops if spec is not None and spec.peak_tflops else UNKNOWN_GPU_PEAK_TFLOPS
+        estimate = throughput.estimate_time(
+            info, method, peak_tflops=peak, train_tokens=train_tokens, tokens_per_row=tokens_per_row,
+            batch_size=batch_size, trainable_params=trainable_params, gradient_checkpointing=gradient_checkpointing,
+            backend=backend, num_gpus=num_gpus)
+        return max(estimate.seconds, steps * GPU_STEP_FLOOR_S)
+    cpu_method = "lora" if method == "qlora" else method  # no dequantisation kernels to pay for on a CPU
+    per_token = throughput.flops_per_token(info, cpu_method, tokens_per_row=max(tokens_per_row, 1.0),
+                                           trainable_params=trainable_params, gradient_checkpointing=gradient_checkpointing)
+    return max(train_tokens, 0) * per_token / (CPU_GFLOPS_PER_CORE * 1e9 * max(cpu_cores, 1))
+
+
+def _catalogue_gpu(name: str):
+    from engine.errors import UserError
+    from engine.planner.hardware import find_gpu
+
+    try:
+        return find_gpu(name)
+    except UserError:
+        return None
 
 
 def recommended_template(model_name: str, has_chat_template: Optional[bool] = None) -> str:

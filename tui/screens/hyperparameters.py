@@ -105,9 +105,13 @@ def summary_text(session: Session, facts: Optional[dict]) -> str:
         length = f"{rows:,} rows × {t.num_train_epochs:g} epoch{'' if t.num_train_epochs == 1 else 's'}"
     tokens = int(trained_rows * facts["mean_tokens"])
     checkpointing = bool(t.gradient_checkpointing)
-    seconds = estimate_seconds(tokens, steps, facts["params"] or 0, session.method, checkpointing,
-                               gpu_name=facts.get("gpu"), cpu_cores=facts.get("cpu_cores") or 1)
-    device = facts["gpu"] if facts.get("gpu") else f"{facts.get('cpu_cores') or 1} CPU cores"
+    seconds = estimate_seconds(facts["info"], session.method, tokens, steps, tokens_per_row=facts["mean_tokens"],
+                               batch_size=t.per_device_train_batch_size,
+                               gradient_checkpointing=checkpointing, backend=session.backend,
+                               gpu_name=facts.get("gpu"), num_gpus=facts.get("world_size") or 1,
+                               cpu_cores=facts.get("cpu_cores") or 1)
+    gpus = facts.get("world_size") or 1
+    device = (f"{gpus} × {facts['gpu']}" if gpus > 1 else facts["gpu"]) if facts.get("gpu") else f"{facts.get('cpu_cores') or 1} CPU cores"
     return (f"Training: [b]{steps:,} optimizer steps[/b]: {length} at {batch}, about {_tokens(tokens)} tokens, "
             f"[b]about {describe_duration(seconds)}[/b] on {device}. {scale} {_step_cadence(t, steps, session)}")
 
@@ -247,7 +251,8 @@ class HyperparametersScreen(StepScreen):
         info = self.wizard.model_info(model_name)
         hardware, budget = self.wizard.hardware(), self.wizard.budget()
         return {"key": key, "rows": rows, "mean_tokens": pc.sum(lengths).as_py() / max(rows, 1), "params": info.params,
-                "gpu": budget.label if budget.kind == "VRAM" else None, "cpu_cores": hardware.cpu_cores}
+                "info": info, "gpu": budget.label if budget.kind == "VRAM" else None, "world_size": budget.world_size,
+                "cpu_cores": hardware.cpu_cores}
 
     def count_done(self, facts: dict) -> None:
         if facts["key"] != self._pending_key:

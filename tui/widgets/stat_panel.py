@@ -9,14 +9,11 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
+from engine.runs.progress import duration
 
-def duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+def clock(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else duration(seconds)
 
 
 def number(value: Optional[float], fmt: str = ".1f") -> str:
@@ -52,8 +49,8 @@ class StatPanel(Vertical):
         rows = [
             ("step", f"{view.step} / {total}"),
             ("epoch", number(view.epoch, ".2f")),
-            ("elapsed", duration(view.elapsed)),
-            ("ETA", duration(view.eta_seconds) if view.live else "-"),
+            ("elapsed", clock(view.elapsed)),
+            ("ETA", clock(view.eta_seconds) if view.live else "-"),
             ("cost", view.cost_short()),  # the GPU's hourly price x the measured time (issue 20)
             ("price", price.rate() if (price := view.price()) else "-"),
             ("tokens/s", number(view.tokens_per_second, ",.0f")),

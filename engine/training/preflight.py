@@ -90,7 +90,7 @@ def _check_processes(session: Session, report: PreflightReport) -> None:
 
     launch = distributed.resolve_launch(session)
     if launch.distributed:
-        offload = ", shards in RAM (CPU offload)" if session.distributed.cpu_offload else ""
+        offload = ", shards in RAM (CPU offload)" if session.distributed.cpu_offload and launch.strategy == "fsdp" else ""
         report.lines.append(f"Processes: {distributed.describe(launch)} through torchrun{offload}")
     backend = "unsloth" if session.backend in ("auto", "unsloth") else "peft"
     try:

@@ -20,6 +20,10 @@ https://github.com/pytorch/pytorch/issues/148532), so on GPUs the mesh is a grou
 tensors beside NCCL for CUDA ones. On the CPU (gloo) the policy changes where nothing lives, but
 runs the same code path, unpinned (pinning needs a CUDA driver).
 
+The model arrives in RAM (the peft backend loads it on the CPU under FSDP) and `fully_shard` moves
+it to the GPU one unit at a time, each already cut to this rank's shard: the whole model never lands
+on a GPU (engine.planner.distributed_terms plans that loading).
+
 On the unsloth backend Unsloth shards the model itself (UNSLOTH_FSDP2=1, set by the supervisor; its
 own switch for the offload is UNSLOTH_FSDP2_CPU_OFFLOAD=1, unsloth/models/fsdp2_native.py).
 """
@@ -62,6 +66,11 @@ def shard_model(model, cpu_offload: bool = False):
         raise UserError(f"distributed.strategy \"fsdp\": no decoder layers found in {type(model).__name__} to shard; "
                         "use strategy \"ddp\" for this model.")
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cuda":
+        # The peft backend loaded the model into RAM (peft_backend.loads_in_ram): fully_shard moves each
+        # unit's parameters to the mesh's device, this rank's GPU, shards them there and frees the whole
+        # (with the offload, the shard goes back to RAM), so at most one whole unit is ever on a GPU.
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     options = {}
     if cpu_offload:
         options["offload_policy"] = CPUOffloadPolicy(pin_memory=device_type == "cuda")

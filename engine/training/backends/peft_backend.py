@@ -31,6 +31,16 @@ def _gradient_checkpointing(session) -> bool:
     return bool(session.training.gradient_checkpointing)
 
 
+def loads_in_ram(session) -> bool:
+    """Under FSDP over several processes the model is loaded on the CPU (RAM), not on this rank's GPU:
+    each rank would otherwise put the whole model on its GPU before sharding it. `fully_shard`
+    (engine.training.fsdp) then moves one unit at a time to the GPU and keeps only this rank's shard
+    there (or in RAM, with distributed.cpu_offload). "auto" never means FSDP (engine.training.distributed)."""
+    import os
+
+    return session.distributed.strategy == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def load(session, model_path: str):
     """The model ready to train (LoRA adapters applied unless full fine-tuning) and its tokenizer."""
     import torch
@@ -38,7 +48,7 @@ def load(session, model_path: str):
 
     dtype = compute_dtype()
     kwargs = dict(trust_remote_code=session.model.trust_remote_code)
-    if _on_gpu():
+    if _on_gpu() and not loads_in_ram(session):
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     if session.method == "qlora":
         from transformers import BitsAndBytesConfig

@@ -93,17 +93,48 @@ def test_recommendation_picks_the_strategy():
     fsdp = recommend(small, 24, num_gpus=4)  # full fine-tuning fits only sharded
     assert (fsdp.method, fsdp.strategy, fsdp.cpu_offload) == ("full", "fsdp", False)
     assert "FSDP" in fsdp.reason and "one GPU would allow only LoRA" in fsdp.reason
+    # 70B on 24 GB cards: Unsloth would load the whole 4-bit model (36.8 GB) onto every GPU before
+    # sharding it, and the peft backend cannot shard 4-bit weights, so 16-bit LoRA, loaded into RAM on
+    # the peft backend, sharded with the shards in RAM; the backend is pinned (see test_load_term_*).
     four = recommend(big, 24, num_gpus=4)
-    assert (four.method, four.strategy, four.cpu_offload) == ("qlora", "fsdp", False)
-    two = recommend(big, 24, num_gpus=2)  # Answer.AI's recipe: FSDP + QLoRA + CPU offload
-    assert (two.method, two.strategy, two.cpu_offload) == ("qlora", "fsdp", True)
+    assert (four.method, four.strategy, four.cpu_offload, four.backend) == ("lora", "fsdp", True, "peft")
+    two = recommend(big, 24, num_gpus=2)
+    assert (two.method, two.strategy, two.cpu_offload, two.backend) == ("lora", "fsdp", True, "peft")
     assert two.estimate.total_gb <= 24 * 0.9 and "CPU offload" in two.reason
-    short = recommend(big, 24, num_gpus=2, node_ram_gb=30)  # the shards do not fit this node's RAM
-    assert short.method is None and "RAM" in short.reason
+    short = recommend(big, 24, num_gpus=2, node_ram_gb=30)  # the whole model does not fit this node's RAM to load
+    assert short.method is None and "load" in short.reason
     nodes = recommend(small, 80, num_gpus=8, nodes=2)
     assert (nodes.strategy, nodes.world_size, nodes.nproc_per_node, nodes.nnodes) == ("ddp", 16, 8, 2)
     single = recommend(small, 24, num_gpus=2, batch_size=1, gradient_accumulation_steps=1)
     assert single.strategy == "none" and single.nproc_per_node == 1  # an effective batch of 1 does not split
+
+
+def test_load_term_70b_on_two_4090s():
+    """FSDP's loading: Unsloth puts the whole (4-bit) model on every GPU before sharding it
+    (unsloth/models/fsdp2_load.py); the peft backend loads into RAM and moves only shards to the GPUs."""
+    info = inspect_model(str(CONFIGS / "llama-3.1-70b"))
+    kwargs = dict(batch_size=4, gradient_checkpointing="unsloth", strategy="fsdp", world_size=2, cpu_offload=True)
+    unsloth = estimate_memory(info, "qlora", backend="unsloth", **kwargs)
+    # The training step fits a 24 GB card (7.4 GB); the load does not: 36.8 GiB of 4-bit weights on each GPU.
+    assert unsloth.train_gb < 24 * 0.9 < unsloth.load_gb and unsloth.total_gb == unsloth.load_gb
+    assert unsloth.load_gb > 36.8 and unsloth.load_ram_gb == 0
+    peft = estimate_memory(info, "lora", backend="peft", **kwargs)
+    # A peft GPU holds at most one whole unit while loading (the 16-bit embedding and head: ~2 x 1.96 GiB),
+    # the RAM the whole 16-bit model in each process; the training step is the GPU's peak.
+    assert peft.load_gb < 6 and peft.total_gb == peft.train_gb and peft.load_ram_gb == pytest.approx(131.4, abs=0.1)
+    assert estimate_memory(info, "qlora", backend="peft", **kwargs).refused  # peft cannot shard 4-bit weights
+    ddp = estimate_memory(info, "qlora", backend="unsloth", batch_size=1, strategy="ddp", world_size=2)
+    assert ddp.load_gb == 0 and ddp.total_gb == ddp.train_gb  # a full copy on each GPU: the step is the peak
+
+    two = recommend(info, 24, num_gpus=2)
+    assert (two.method, two.strategy, two.cpu_offload, two.backend) == ("lora", "fsdp", True, "peft")
+    assert two.estimate.backend == "peft" and two.estimate.total_gb == two.estimate.train_gb
+    assert "Unsloth loads the whole model onto every GPU" in two.reason and "backend is set to peft" in two.reason
+    assert any("131.4 GB a process" in note and "not checked" in note for note in two.notes)  # a catalogue GPU
+    roomy = recommend(info, 24, num_gpus=2, node_ram_gb=400)  # this machine's RAM holds two whole copies
+    assert roomy.method == "lora" and not roomy.notes
+    pinned = recommend(info, 24, num_gpus=2, backend="unsloth")  # Unsloth chosen: nothing loads
+    assert pinned.method is None and "Unsloth loads the whole 4-bit model onto every GPU" in pinned.reason
 
 
 def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = None) -> subprocess.CompletedProcess:
@@ -118,25 +149,34 @@ def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = N
 
 
 def test_done_when_70b_on_two_4090s():
-    """Issue 17's done-when: Llama-3.1-70B on 2 x RTX 4090 is QLoRA with FSDP, per-GPU parts shown;
-    on one 4090 nothing fits."""
+    """Issue 17's done-when, with the loading planned: Llama-3.1-70B on 2 x RTX 4090 is FSDP with CPU
+    offload, per-GPU parts and the load shown; QLoRA would not load (Unsloth puts the whole 4-bit model on
+    each GPU; peft cannot shard 4-bit weights), so 16-bit LoRA on the peft backend; on one 4090 nothing fits."""
     model = str(CONFIGS / "llama-3.1-70b")
     done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2")
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert "Peak a GPU (GB)" in text and "FSDP /2" in text
-    assert "36.80/2 in RAM" in text  # the 4-bit weights, sharded over the two
+    assert "131.42/2 in RAM" in text  # the 16-bit weights, sharded over the two, in RAM
+    assert "load " in text and "140.05" in text  # Unsloth's load: the whole model on each GPU
     rec_line = next(line for line in text.splitlines() if line.startswith("Recommendation"))
-    assert "QLoRA" in rec_line and "FSDP over 2 GPUs" in rec_line
+    assert rec_line.startswith("Recommendation  LoRA") and "FSDP over 2 GPUs with CPU offload" in rec_line
     done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2", "--json")
     plan = json.loads(done.stdout)
     rec = plan["recommendation"]
-    assert (rec["method"], rec["strategy"], rec["nproc_per_node"], rec["nnodes"]) == ("qlora", "fsdp", 2, 1)
-    assert rec["per_gpu_gb"] <= plan["hardware"]["budget_gb"]
+    assert (rec["method"], rec["strategy"], rec["nproc_per_node"], rec["nnodes"]) == ("lora", "fsdp", 2, 1)
+    assert rec["backend"] == "peft" and rec["cpu_offload"] is True
+    assert rec["per_gpu_gb"] <= plan["hardware"]["budget_gb"] and rec["load_ram_gb"] == pytest.approx(131.4, abs=0.1)
     qlora = plan["estimates"]["qlora"]
     assert qlora["per_gpu_gb"] == qlora["total_gb"] and qlora["unsharded"]["weights"] == pytest.approx(36.8, abs=0.1)
     assert set(qlora["by_strategy"]) == {"ddp", "fsdp", "fsdp_offload"}
     assert qlora["by_strategy"]["ddp"]["fits"] is False
+    # Unsloth (planned for "auto"): the step fits with the offload, the load (the whole 4-bit model) does not.
+    offload = qlora["by_strategy"]["fsdp_offload"]
+    assert offload["train_gb"] < 21.6 < offload["load_gb"] == offload["total_gb"] and offload["fits"] is False
+    assert qlora["by_backend"]["peft"]["refused"] and qlora["by_backend"]["peft"]["fits"] is False
+    lora = plan["estimates"]["lora"]
+    assert lora["by_backend"]["peft"]["fits"] is True and lora["load_gb"] > lora["train_gb"]
     one = json.loads(plan_cli("--model", model, "--gpu", "RTX 4090", "--json").stdout)["recommendation"]
     assert one["method"] is None and one["strategy"] == "none"
 
@@ -146,6 +186,7 @@ def test_num_gpus_on_this_machine(tmp_path):
                     for i in range(2)], "cpu_cores": 16, "ram_total_gb": 125.0, "disk_free_gb": 400.0}
     plan = build_plan(str(CONFIGS / "llama-3.1-8b"), hardware=profile_from_dict(two), num_gpus=2)
     assert plan["recommendation"]["strategy"] == "ddp" and plan["hardware"]["world_size"] == 2
+    assert plan["recommendation"]["method"] == "lora" and plan["recommendation"]["load_gb"] == 0  # unchanged
     assert "DDP x2" in format_plan(plan)
     notes = build_plan(str(CONFIGS / "llama-3.1-8b"), hardware=profile_from_dict(two))["notes"]
     assert any("--num-gpus 2" in note for note in notes)

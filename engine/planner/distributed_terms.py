@@ -17,6 +17,19 @@
 
 Activations and logits are per GPU whatever the strategy: each GPU runs its own micro-batch.
 
+Loading comes before sharding, and under FSDP its peak can be the higher one ("load"):
+  unsloth  every rank loads the whole model onto its own GPU and Unsloth shards it afterwards:
+           "4-bit / 8-bit QLoRA under native FSDP2 still loads the full quantized model on every
+           rank" (unsloth/models/fsdp2_load.py, _QUANTIZED_HINT; its sharded loading is opt-in and
+           16-bit only, and fsdp2_native.py refuses a 4-bit model on the CPU). So a GPU holds the
+           whole weights once, whatever the world size: 36.8 GB of 4-bit weights for a 70B.
+  peft     under FSDP every rank loads the whole model into RAM (engine.training.backends.peft_backend)
+           and `fully_shard` moves one unit (a decoder layer, then the root) at a time to the GPU
+           and keeps its shard there (or in RAM, with CPU offload): the GPU holds the shards placed
+           so far and one whole unit; the RAM holds the whole model in every process of a node.
+The peft backend cannot shard 4-bit weights (plain FSDP2 drops bitsandbytes' quantization state;
+engine.training.distributed.check_strategy refuses QLoRA + FSDP there): `refused` says so.
+
 Checked in tests/test_distributed_plan.py against the ZeRO paper (Rajbhandari et al. 2019, 7.5B
 parameters, 16 bytes a parameter: 120 GB on one GPU, 1.88 GB a GPU under P_os+g+p on 64) and
 against DeepSpeed's `estimate_zero3_model_states_mem_needs` (18 bytes a parameter divided by the
@@ -78,3 +91,31 @@ def gathered_bytes(info, method: str, *, word: int, kept: int, trainable: int, g
     else:
         layer_trainable = trainable / layers * 2 * grad_bytes  # the adapter and its gradient
     return GATHERED_LAYERS[bool(prefetch)] * (layer_weights + layer_trainable) + root_bytes
+
+
+def refused(method: str, strategy: str, world_size: int, backend: str | None) -> str | None:
+    """Why the engine will not run this layout (None when it will): QLoRA under FSDP needs Unsloth's
+    FSDP2, which keeps the 4-bit weights' quantization state (engine.training.distributed)."""
+    if method == "qlora" and strategy == "fsdp" and world_size > 1 and backend == "peft":
+        return "the peft backend cannot shard 4-bit weights with FSDP2 (their quantization state would be lost)"
+    return None
+
+
+def load_bytes(info, backend: str | None, weights: float, world_size: int, *, cpu_offload: bool, word: int,
+               kept: int, method: str, nf4_bytes: float) -> tuple[float, float]:
+    """(bytes on one GPU, bytes in one process's RAM) at the peak of loading under FSDP: see the module's
+    docstring. `weights` is the whole model's weights as they are stored for training."""
+    if backend == "unsloth":
+        return weights, 0.0
+    if backend != "peft":
+        return 0.0, 0.0  # the plain terms: how another framework loads is not modelled
+    layers = max(1, info.num_layers)
+    layer_params = max(0, info.params - info.embedding_params) / layers
+    if method == "qlora":
+        quantized = info.quantizable_params / layers
+        layer = quantized * nf4_bytes + max(0.0, layer_params - quantized) * kept
+        root = info.embedding_params * kept
+    else:
+        layer, root = layer_params * word, info.embedding_params * word
+    placed = 0.0 if cpu_offload else weights / world_size
+    return placed + max(layer, root), weights

@@ -24,7 +24,9 @@ from engine.planner.distributed_terms import (
     STRATEGIES,  # noqa: F401  (re-exported)
     check_strategy,
     gathered_bytes,
+    load_bytes,
     per_gpu_model_states,
+    refused,
 )
 from engine.planner.memory_terms import (
     BACKENDS,
@@ -97,6 +99,14 @@ class MemoryEstimate:
     # FSDP with CPU offload: the sharded parts live in RAM (GiB a process), not on the GPU.
     cpu_offload: bool = False
     offloaded_gb: float = 0.0
+    # FSDP's loading, before the model is sharded (engine.planner.distributed_terms): the GPU peak a
+    # process while loading (load_gb), and the RAM a process holds then (load_ram_gb). total_gb is
+    # the larger of the training step (train_gb) and load_gb.
+    train_gb: float = 0.0
+    load_gb: float = 0.0
+    load_ram_gb: float = 0.0
+    # Why the engine refuses this layout on this backend (None: it runs it).
+    refused: str | None = None
 
     def fits(self, available_gb: float, headroom: float = 0.9) -> bool:
         """True when the estimate uses at most `headroom` of `available_gb`."""
@@ -194,9 +204,18 @@ def estimate_memory(
     sharded = strategy == "fsdp" and world_size > 1
     unsharded = {name: round(states[name] / GIB, 3) for name in SHARDED_PARTS if sharded and states[name]}
     offloaded = sum(states.values()) / world_size / GIB if sharded and cpu_offload else 0.0
+    train_gb = round(subtotal + overhead, 2)
+    load_gb = load_ram_gb = 0.0
+    if sharded and device == "cuda":
+        on_gpu, in_ram = load_bytes(info, kernels.backend, weights, world_size, cpu_offload=cpu_offload, word=word,
+                                    kept=FP32 if kernels.fp32_unquantized else word, method=method,
+                                    nf4_bytes=NF4_DOUBLE_QUANT_BYTES)
+        if on_gpu:
+            load_gb = round(on_gpu / GIB + overhead_gb(on_gpu / GIB, device), 2)
+        load_ram_gb = round(in_ram / GIB, 3)
     return MemoryEstimate(
         method=method,
-        total_gb=round(subtotal + overhead, 2),
+        total_gb=max(train_gb, load_gb),
         components=components,
         trainable_params=int(trainable),
         r=None if method == "full" else r,
@@ -213,6 +232,10 @@ def estimate_memory(
         unsharded=unsharded,
         cpu_offload=bool(sharded and cpu_offload),
         offloaded_gb=round(offloaded, 3),
+        train_gb=train_gb,
+        load_gb=load_gb,
+        load_ram_gb=load_ram_gb,
+        refused=refused(method, strategy, world_size, kernels.backend),
     )
 
 

@@ -6,7 +6,10 @@ renders it as a table for people; `plan_command` is the command line.
 With `--num-gpus N` (a node) and `--nodes M` every estimate is per GPU, for the strategy the method
 would use on N x M GPUs (DDP when a full copy fits each GPU, else FSDP, else FSDP with CPU
 offload), each strategy's figures under `estimates.<method>.by_strategy`, and the recommendation
-names its strategy (`recommendation.strategy`: "none" | "ddp" | "fsdp").
+names its strategy (`recommendation.strategy`: "none" | "ddp" | "fsdp"). Under FSDP the loading is
+planned too (`estimates.<method>.load_gb`, the GPU peak while loading, and `.load_ram_gb`, the RAM a
+process holds then; `total_gb` is the larger of `train_gb` and `load_gb`; `.refused` names a layout
+the backend does not run): see engine.planner.distributed_terms.
 """
 
 from __future__ import annotations
@@ -87,8 +90,10 @@ def build_plan(
             both = estimate_by_backend(info, method, **settings, strategy=strategy, world_size=world if strategy != "none" else 1,
                                        cpu_offload=offload)
             by_strategy[name] = both
-        # The method's figures are for the first layout that fits: DDP, FSDP, FSDP with CPU offload.
-        chosen = next((name for name, both in by_strategy.items() if _fits(both[planned].total_gb, budget)
+        # The method's figures are for the first layout that fits on either backend (the planned one's
+        # figures, the other's on the "total on" row): DDP, FSDP, FSDP with CPU offload.
+        chosen = next((name for name, both in by_strategy.items()
+                       if any(_fits(e.total_gb, budget) and not e.refused for e in both.values())
                        and not (name == "fsdp_offload" and method == "full")), "fsdp" if "fsdp" in by_strategy else "none")
         both = by_strategy[chosen]
         estimate = both[planned]
@@ -97,7 +102,8 @@ def build_plan(
             "components": dict(estimate.components),
             "fits": _fits(estimate.total_gb, budget),
             "trainable_params": estimate.trainable_params,
-            "by_backend": {name: {"total_gb": e.total_gb, "fits": _fits(e.total_gb, budget)} for name, e in both.items()},
+            "by_backend": {name: {"total_gb": e.total_gb, "fits": _fits(e.total_gb, budget) and not e.refused,
+                                  "refused": e.refused} for name, e in both.items()},
             "strategy": estimate.strategy,
             "world_size": estimate.world_size,
             "per_gpu_gb": estimate.total_gb,
@@ -106,10 +112,13 @@ def build_plan(
         if world > 1 and device == "cuda":
             estimates[method]["unsharded"] = dict(estimate.unsharded)
             estimates[method]["offloaded_gb"] = estimate.offloaded_gb
+            estimates[method].update(train_gb=estimate.train_gb, load_gb=estimate.load_gb,
+                                     load_ram_gb=estimate.load_ram_gb, refused=estimate.refused)
             estimates[method]["by_strategy"] = {
                 name: {"per_gpu_gb": b[planned].total_gb, "total_gb": b[planned].total_gb, "fits": _fits(b[planned].total_gb, budget),
                        "components": dict(b[planned].components), "unsharded": dict(b[planned].unsharded),
-                       "offloaded_gb": b[planned].offloaded_gb}
+                       "offloaded_gb": b[planned].offloaded_gb, "train_gb": b[planned].train_gb,
+                       "load_gb": b[planned].load_gb, "load_ram_gb": b[planned].load_ram_gb}
                 for name, b in by_strategy.items()
             }
 
@@ -190,6 +199,9 @@ def build_plan(
             "cpu_offload": rec.cpu_offload,
             "offloaded_gb": rec.offloaded_gb,
             "per_gpu_gb": rec.estimate.total_gb if rec.estimate and device == "cuda" else None,
+            # FSDP's loading on the recommended backend: the GPU peak a process, the RAM a process.
+            "load_gb": rec.estimate.load_gb if rec.estimate else 0.0,
+            "load_ram_gb": rec.estimate.load_ram_gb if rec.estimate else 0.0,
         },
         "notes": notes,
         "warnings": _warnings(rec, estimates, planned, budget, batch, seq_len, device),
@@ -280,8 +292,13 @@ def format_plan(plan: dict) -> str:
     for part in [*COMPONENTS[:-1], *extra, COMPONENTS[-1]]:
         cells = "".join(f"{_part(estimates[m], part):>18}" for m in METHODS)
         lines.append(f"{part:<22}{cells}")
+    loading = any(estimates[m].get("load_gb") or estimates[m].get("load_ram_gb") for m in METHODS)
+    if loading:
+        lines.append(f"{'training step':<22}" + "".join(f"{estimates[m]['train_gb']:>18.2f}" for m in METHODS))
+        lines.append(f"{'load':<22}" + "".join(f"{_load(estimates[m]):>18}" for m in METHODS))
     lines.append("-" * len(header))
-    lines.append(f"{'total':<22}" + "".join(f"{estimates[m]['total_gb']:>18.2f}" for m in METHODS))
+    lines.append(f"{'total' + (' (the larger)' if loading else ''):<22}"
+                 + "".join(f"{estimates[m]['total_gb']:>18.2f}" for m in METHODS))
     budget = hardware.get("budget_gb")
     label = f"fits in {budget:g} GB" if budget is not None else "fits"
     lines.append(f"{label:<22}" + "".join(f"{'yes' if estimates[m]['fits'] else 'no':>18}" for m in METHODS))
@@ -290,12 +307,17 @@ def format_plan(plan: dict) -> str:
             cells = []
             for m in METHODS:
                 theirs = estimates[m]["by_backend"][other]
+                if theirs.get("refused"):
+                    cells.append("refused")
+                    continue
                 cells.append(f"{theirs['total_gb']:.2f}" + ("" if theirs["fits"] or budget is None else " (no)"))
             lines.append(f"{'total on ' + other:<22}" + "".join(f"{cell:>18}" for cell in cells))
     if budget is not None:
         share = int(round(100 * (HEADROOM if hardware["device"] != "cpu" else RAM_HEADROOM)))
         room = "the system and the data pipeline" if hardware["device"] == "cpu" else "allocator spikes"
         lines.append(f"({share}% of the {where}, leaving room for {room})")
+    if loading:
+        lines.append(_load_legend(settings["backend"]))
     lines.append("")
 
     modules = plan["target_modules"]
@@ -358,6 +380,21 @@ def _part(estimate: dict, part: str) -> str:
         world = estimate["world_size"]
         return f"{whole:.2f}/{world} in RAM" if estimate.get("cpu_offload") else f"{whole:.2f}/{world}={value:.2f}"
     return _gb(value)
+
+
+def _load(estimate: dict) -> str:
+    """The loading's GPU peak, and the RAM a process holds then ("1.53, 131 RAM")."""
+    text = _gb(estimate.get("load_gb", 0.0))
+    ram = estimate.get("load_ram_gb", 0.0)
+    return f"{text}, {ram:.0f} RAM" if ram else text
+
+
+def _load_legend(backend: str) -> str:
+    if backend == "unsloth":
+        return ("(load: Unsloth loads the whole model onto every GPU before sharding it, 4-bit included, "
+                "unsloth/models/fsdp2_load.py; the peft backend loads it into each process's RAM)")
+    return ("(load: the peft backend loads the whole model into each process's RAM and moves one unit at a time "
+            "to the GPU; Unsloth would load all of it onto every GPU)")
 
 
 def _offloaded(settings: dict, hardware: dict) -> str:

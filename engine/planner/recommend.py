@@ -17,6 +17,14 @@ CPU offload (the sharded states in RAM: slower, but the known recipe for a 70B o
 when it fits only so and the RAM holds the shards. Methods keep their order: a method that fits
 with any strategy beats a leaner one. The effective batch is kept across GPUs: per-device batch x
 accumulation x GPUs.
+
+Under FSDP the loading counts too (engine.planner.distributed_terms): Unsloth loads the whole model
+onto every GPU before it shards it (4-bit QLoRA included, by its own account), the peft backend loads
+it into every process's RAM and moves only the shards to the GPUs. When a layout fits Unsloth's
+training step but not its loading, the plan moves to the peft backend where that backend runs it
+(not QLoRA: it cannot shard 4-bit weights), and `backend` says "peft" so that the session pins it.
+The RAM the peft load needs (the whole model in every process of a node) is checked against this
+machine's RAM; planning for a catalogue GPU it is a note.
 """
 
 from __future__ import annotations
@@ -170,8 +178,11 @@ class _Planner:
         world = self.layout[1]
         for batch, accumulation, checkpointing in _candidates(self.batch_size, math.ceil(self.effective / world)):
             estimate = self.estimate(method, batch, checkpointing, device, backend)
+            if estimate.refused:
+                return None
             fits = budget is None or estimate.total_gb <= budget
-            if fits and (self.ram_budget is None or estimate.offloaded_gb <= self.ram_budget):
+            ram = max(estimate.offloaded_gb, estimate.load_ram_gb)  # the shards, or the whole model while loading
+            if fits and (self.ram_budget is None or ram <= self.ram_budget):
                 return batch, accumulation, checkpointing, estimate
         return None
 
@@ -206,11 +217,15 @@ class _Planner:
             cpu_offload=estimate.cpu_offload,
             offloaded_gb=estimate.offloaded_gb,
         )
+        refused = set()
         for backend in BACKENDS:
             same = estimate if backend == self.backend else self.estimate(method, batch, checkpointing, device, backend)
             rec.by_backend[backend] = same.total_gb
-        # Planned for Unsloth, but "auto" falls back to peft where Unsloth does not import.
-        if self.backend == "unsloth" and budget is not None and rec.by_backend["peft"] > budget:
+            if same.refused:
+                refused.add(backend)
+        # Planned for Unsloth, but "auto" falls back to peft where Unsloth does not import (or where
+        # the peft backend refuses the layout: QLoRA + FSDP).
+        if self.backend == "unsloth" and budget is not None and (rec.by_backend["peft"] > budget or "peft" in refused):
             rec.backend = "unsloth"
         if lora and self.r < HIGH_CAPACITY_R:
             bigger = self.estimate(method, batch, checkpointing, device, r=HIGH_CAPACITY_R)
@@ -243,8 +258,17 @@ class _Planner:
         return text + "."
 
     def pin_sentence(self, rec: Recommendation) -> str:
+        if rec.backend == "peft":
+            unsloth = rec.by_backend.get("unsloth", 0.0)
+            return (
+                f" It loads only on the peft backend: Unsloth loads the whole model onto every GPU before sharding it "
+                f"(unsloth/models/fsdp2_load.py), about {unsloth:.1f} GB a GPU, so the session's backend is set to peft."
+            )
         if rec.backend != "unsloth":
             return ""
+        if rec.method == "qlora" and rec.strategy == "fsdp" and rec.world_size > 1:
+            return (" QLoRA under FSDP runs only on the unsloth backend (the peft backend cannot shard 4-bit weights), "
+                    "so the session's backend is set to unsloth.")
         text = (
             f" It fits only with Unsloth's kernels (checkpoints offloaded to RAM, fused loss): the peft backend "
             f"would need about {rec.by_backend['peft']:.1f} GB"
@@ -306,12 +330,12 @@ class _Planner:
         for methods, candidates in searches:
             for method in methods:
                 for layout in candidates:
-                    self.layout, self.ram_budget = layout, ram_budget if layout[2] else None
-                    fit = self.first_fit(method, budget, "cuda")
-                    if fit is not None:
-                        rec = self.build(method, *fit, "cuda", budget)
-                        rec.reason = self.several_reason(rec, vram_gb, one)
-                        self.layout, self.ram_budget = ("none", 1, False), None
+                    # FSDP's RAM: the offloaded shards, and on the peft backend the whole model while loading.
+                    self.layout, self.ram_budget = layout, ram_budget if layout[0] == "fsdp" else None
+                    rec = self.fit_several(method, budget, vram_gb, one)
+                    self.layout, self.ram_budget = ("none", 1, False), None
+                    if rec is not None:
+                        self.loading_note(rec, node_ram_gb)
                         return self._placed(rec, num_gpus, nodes)
         self.layout, self.ram_budget = ("fsdp", world, True), None
         leanest = self.estimate("qlora", 1, True, "cuda")
@@ -321,7 +345,11 @@ class _Planner:
             f"Nothing fits on {world} x {_size(vram_gb)} GB: even QLoRA at batch 1 sharded with FSDP needs about "
             f"{sharded.total_gb:.1f} GB a GPU"
         )
-        if leanest.total_gb <= budget and ram_budget is not None:
+        if sharded.load_gb > sharded.train_gb:
+            text += (f" to load it (the training step needs about {sharded.train_gb:.1f}): Unsloth loads the whole "
+                     "4-bit model onto every GPU before sharding it (unsloth/models/fsdp2_load.py), and the peft "
+                     "backend, which loads into RAM, cannot shard 4-bit weights")
+        elif leanest.total_gb <= budget and ram_budget is not None:
             text += (f", and with CPU offload about {leanest.offloaded_gb:.1f} GB of RAM a process "
                      f"({leanest.offloaded_gb * num_gpus:.0f} GB a node; {node_ram_gb:.0f} GB available)")
         else:
@@ -336,6 +364,39 @@ class _Planner:
             strategy="fsdp", world_size=world,
         )
         return self._placed(rec, num_gpus, nodes)
+
+    def fit_several(self, method, budget, vram_gb, one) -> Recommendation | None:
+        """The first fit of `method` in this layout on the planned backend or, where Unsloth fits its
+        training step but cannot load the model (FSDP: the whole model on every GPU first), on peft."""
+        fit = self.first_fit(method, budget, "cuda")
+        if fit is not None:
+            rec = self.build(method, *fit, "cuda", budget)
+            rec.reason = self.several_reason(rec, vram_gb, one)
+            return rec
+        if self.pinned or self.backend != "unsloth" or self.layout[0] != "fsdp":
+            return None
+        fit = self.first_fit(method, budget, "cuda", backend="peft")
+        if fit is None:
+            return None
+        self.backend = "peft"
+        try:
+            rec = self.build(method, *fit, "cuda", budget)
+            rec.backend = "peft"
+            rec.reason = self.several_reason(rec, vram_gb, one)
+        finally:
+            self.backend = "unsloth"
+        return rec
+
+    def loading_note(self, rec: Recommendation, node_ram_gb: float | None) -> None:
+        """What loading on the peft backend needs in RAM: said, when the plan is not for this machine."""
+        estimate = rec.estimate
+        if estimate is None or not estimate.load_ram_gb or node_ram_gb:
+            return
+        rec.notes.append(
+            f"Loading on the peft backend puts the whole model in every process's RAM before sharding it: about "
+            f"{estimate.load_ram_gb:.1f} GB a process, {estimate.load_ram_gb * self.per_node:.0f} GB a node of "
+            f"{self.per_node} GPUs (not checked: the plan is not for this machine)."
+        )
 
     @staticmethod
     def _placed(rec: Recommendation, num_gpus: int, nodes: int) -> Recommendation:

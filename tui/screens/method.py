@@ -399,6 +399,8 @@ def _backend_label(backend: str, recommendation) -> str:
         return "backend unsloth (auto)."
     if backend == "unsloth" and recommendation is not None and recommendation.backend == "unsloth":
         return "backend unsloth (pinned: peft would not fit)."
+    if recommendation is not None and recommendation.backend == "peft":
+        return "backend peft (pinned: Unsloth loads the whole model onto every GPU)."
     return f"backend {backend}."
 
 

@@ -19,15 +19,15 @@ GPU = {"name": "NVIDIA GeForce RTX 4090", "total_gb": 23.99, "free_gb": 23.1, "u
        "compute_capability": [8, 9], "bf16": True, "driver": "560.35.03"}
 
 
-def two_gpus(tmp_path: Path) -> Path:
+def two_gpus(tmp_path: Path, ram_gb: float = 125.7) -> Path:
     path = tmp_path / "two-4090.json"
     path.write_text(json.dumps({"gpus": [{**GPU, "index": 0}, {**GPU, "index": 1}], "cpu_cores": 16,
-                                "ram_total_gb": 125.7, "ram_available_gb": 110.2, "disk_free_gb": 410.0}))
+                                "ram_total_gb": ram_gb, "ram_available_gb": ram_gb - 15.5, "disk_free_gb": 410.0}))
     return path
 
 
-def plan_on_two(tmp_path, monkeypatch, model: str, gpus: str = "2", review: bool = False):
-    isolate(monkeypatch, tmp_path, hardware=two_gpus(tmp_path))
+def plan_on_two(tmp_path, monkeypatch, model: str, gpus: str = "2", review: bool = False, ram_gb: float = 125.7):
+    isolate(monkeypatch, tmp_path, hardware=two_gpus(tmp_path, ram_gb))
 
     async def drive():
         app = build_app(model=str(CONFIGS / model), dataset=str(DEMO_DATA), offer_resume=False, autosave=False)
@@ -60,14 +60,21 @@ def test_two_gpus_listed_and_lora_goes_ddp(tmp_path, monkeypatch):
     assert session.training.per_device_train_batch_size * session.training.gradient_accumulation_steps * 2 == 16
 
 
-def test_70b_on_two_gpus_is_qlora_with_fsdp_and_cpu_offload(tmp_path, monkeypatch):
-    """The plan needs FSDP's CPU offload on two 4090s: applying it turns distributed.cpu_offload on,
-    and the review step says so."""
-    session, _, _, (method, review) = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b", review=True)
-    assert (session.method, session.distributed.strategy, session.distributed.nproc_per_node) == ("qlora", "fsdp", 2)
+def test_70b_on_two_gpus_is_lora_with_fsdp_and_cpu_offload_on_peft(tmp_path, monkeypatch):
+    """The plan needs FSDP's CPU offload on two 4090s, and the load puts the whole 16-bit model in each
+    process's RAM (Unsloth's would put it on each GPU): with RAM for it, applying the plan turns
+    distributed.cpu_offload on and pins the peft backend, and the review step says so."""
+    session, _, _, (method, review) = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b", review=True, ram_gb=400)
+    assert (session.method, session.distributed.strategy, session.distributed.nproc_per_node) == ("lora", "fsdp", 2)
     assert "FSDP over 2 GPUs with CPU offload" in method
-    assert session.distributed.cpu_offload is True
+    assert session.distributed.cpu_offload is True and session.backend == "peft"
     assert "Processes 2 process(es) on this node, FSDP with CPU offload" in review
+
+
+def test_70b_on_two_gpus_with_too_little_ram_to_load(tmp_path, monkeypatch):
+    """125 GB of RAM cannot hold the whole 70B in two processes while the peft backend loads it: nothing fits."""
+    session, _, _, method = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b")
+    assert "Nothing fits" in method and session.distributed.strategy == "auto"
 
 
 def test_more_gpus_than_the_machine_has_is_one_sentence(tmp_path, monkeypatch):

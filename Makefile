@@ -13,7 +13,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-setup: $(BIN)/.installed
+# llama.cpp for `lora-tui export --gguf` (engine/export/llama_cpp.py): its converter unpacked from the
+# pinned llama-cpp-python source distribution on PyPI, and its bindings compiled from it once (about
+# 7 minutes on 2 cores; cmake and a C++ compiler). The built wheel stays in ~/.cache/lora-tui/wheels,
+# so a fresh .venv or another clone installs it in seconds.
+$(BIN)/.llama-cpp: $(BIN)/.installed engine/export/llama_cpp.py
+	$(BIN)/python -m engine.export.llama_cpp
+	touch $@
+
+setup: $(BIN)/.installed $(BIN)/.llama-cpp
 	$(BIN)/lora-tui models cache $(DEMO_MODEL)
 
 demo: setup

@@ -1,5 +1,5 @@
-"""Merge (PEFT merge_and_unload, checked against base + adapter), GGUF where the tools are, and the
-try-it generation process with the session's template - on a real finished run."""
+"""Merge (PEFT merge_and_unload, checked against base + adapter) and the try-it generation process
+with the session's template - on a real finished run. GGUF export: tests/test_gguf.py."""
 
 from __future__ import annotations
 
@@ -82,22 +82,6 @@ def test_merge_refuses_a_run_without_an_adapter(tmp_path):
         merge_adapter(tmp_path)
     with pytest.raises(UserError, match="no adapter/adapter_config.json"):
         merge_adapter(tmp_path / "nothing")
-
-
-def test_gguf_export_says_plainly_when_llama_cpp_is_missing(tmp_path, monkeypatch):
-    from engine.errors import UserError
-    from engine.export import merge as export
-
-    monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "no-llama.cpp"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    if export.gguf_converter() is not None:
-        pytest.skip("llama.cpp's converter is on this machine's PATH")
-    assert "not available" in export.gguf_status() and "convert_hf_to_gguf.py" in export.gguf_status()
-    with pytest.raises(UserError, match="GGUF export is not available here"):
-        export.export_gguf(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "engine.export", "gguf", str(tmp_path), "--json"],
-                            capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert result.returncode == 2 and "GGUF export is not available here" in json.loads(result.stdout)["error"]
 
 
 # -- try it -------------------------------------------------------------------------------------------

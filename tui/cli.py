@@ -19,6 +19,7 @@ def _main_parser() -> argparse.ArgumentParser:
         description="Fine-tune a language model with LoRA, QLoRA or full fine-tuning from the terminal.",
         epilog="Commands: `lora-tui plan --model M` (memory and recommendation), `lora-tui runs` (known runs), "
         "`lora-tui attach RUN_DIR` (watch a run), `lora-tui stop RUN_DIR` (stop after this step), "
+        "`lora-tui export RUN_DIR --gguf TYPE` (a checked GGUF and an Ollama Modelfile), "
         "`lora-tui models cache M` (resolve and cache a model). Each has --help.",
     )
     parser.add_argument("--version", action="version", version=f"lora-tui {__version__}")
@@ -56,6 +57,7 @@ SUBCOMMANDS = {
     "runs": "engine.runs.commands:runs_command",
     "stop": "engine.runs.commands:stop_command",
     "eval": "engine.evaluation.evaluate:eval_command",
+    "export": "engine.export.gguf:export_command",
     "serve": "tui.serve:serve_command",
 }
 

@@ -7,20 +7,17 @@ weights, so its merged model is 16-bit (the base checkpoint's own dtype) - then 
 the saved folder back and comparing its next-token logits with base + adapter.
 
     python -m engine.export merge RUN_DIR [--json]
-    python -m engine.export gguf RUN_DIR [--outtype f16] [--json]
+    python -m engine.export gguf RUN_DIR [--outtype q4_k_m] [--json]   (= lora-tui export RUN_DIR --gguf TYPE, engine.export.gguf)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
 
 from engine.errors import ModelError, UserError
 
@@ -169,71 +166,26 @@ def merge_adapter_report(run_dir: str | Path) -> MergeReport:
     return report
 
 
-# -- GGUF ----------------------------------------------------------------------------------------------
-
-def gguf_converter() -> Optional[Path]:
-    """llama.cpp's convert_hf_to_gguf.py, where this machine has it ($LLAMA_CPP_DIR, PATH, ~/llama.cpp).
-
-    The `gguf` Python package reads and writes GGUF files but does not map a Hugging Face model's
-    tensors to GGUF; that mapping lives in llama.cpp's script.
-    """
-    candidates = []
-    if os.environ.get("LLAMA_CPP_DIR"):
-        candidates.append(Path(os.environ["LLAMA_CPP_DIR"]).expanduser() / "convert_hf_to_gguf.py")
-    found = shutil.which("convert_hf_to_gguf.py") or shutil.which("convert_hf_to_gguf")
-    if found:
-        candidates.append(Path(found))
-    candidates.append(Path.home() / "llama.cpp" / "convert_hf_to_gguf.py")
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def gguf_status() -> str:
-    converter = gguf_converter()
-    if converter:
-        return f"GGUF export available (llama.cpp's converter at {converter})."
-    return ("GGUF export is not available here: llama.cpp's convert_hf_to_gguf.py was not found "
-            "(set LLAMA_CPP_DIR to a llama.cpp checkout); the merged folder converts with it elsewhere.")
-
-
-def export_gguf(run_dir: str | Path, outtype: str = "f16") -> Path:
-    """merged/ as one GGUF file, through llama.cpp's converter; merges first if needed."""
-    run_dir = Path(run_dir).resolve()
-    converter = gguf_converter()
-    if converter is None:
-        raise UserError(gguf_status())
-    merged = run_dir / MERGED_DIR
-    if not (merged / "config.json").is_file():
-        merged = merge_adapter(run_dir) if (run_dir / ADAPTER_DIR).is_dir() else run_dir / "model"
-    out = merged / f"model-{outtype}.gguf"
-    result = subprocess.run([sys.executable, str(converter), str(merged), "--outfile", str(out), "--outtype", outtype],
-                            capture_output=True, text=True)
-    if result.returncode != 0 or not out.is_file():
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ModelError(f"GGUF conversion of {merged} failed: {last[0]}")
-    return out
-
-
 # -- command line ----------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.export")
     parser.add_argument("action", choices=["merge", "gguf"])
     parser.add_argument("run_dir")
-    parser.add_argument("--outtype", default="f16")
+    parser.add_argument("--outtype", default="q4_k_m", help="the GGUF type (gguf only)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (for the TUI)")
     args = parser.parse_args(argv)
+    if args.action == "gguf":
+        from engine.export.gguf import export_command
+
+        return export_command([args.run_dir, "--gguf", args.outtype] + (["--json"] if args.json else []))
     from engine.quiet import quiet_libraries
 
     quiet_libraries()
 
     try:
-        if args.action == "merge":
-            result = asdict(merge_adapter_report(args.run_dir))
-            text = f"Merged model: {result['path']} ({result['size_bytes'] / 2**20:,.0f} MiB). {result['note']}"
-        else:
-            path = export_gguf(args.run_dir, args.outtype)
-            result = {"path": str(path), "size_bytes": path.stat().st_size}
-            text = f"GGUF: {path}"
+        result = asdict(merge_adapter_report(args.run_dir))
+        text = f"Merged model: {result['path']} ({result['size_bytes'] / 2**20:,.0f} MiB). {result['note']}"
     except UserError as exc:
         print(json.dumps({"error": str(exc)}) if args.json else f"Error: {exc}", flush=True)
         return 2

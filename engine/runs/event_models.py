@@ -124,15 +124,17 @@ class NoteEvent(_Event):
 
 
 class FactsEvent(_Event):
-    """What was loaded: the model's and the data's facts, for the dashboard and the diagnostics."""
+    """What was loaded: the model's and the data's facts, for the dashboard and the diagnostics; what
+    an evaluation found; a GGUF export and its check (engine.export.gguf)."""
 
-    event: Literal["model", "data", "evaluation"]
+    event: Literal["model", "data", "evaluation", "gguf"]
 
 
 KNOWN = {
     "start": StartEvent, "step": StepEvent, "log": LogEvent, "eval": EvalEvent, "checkpoint": CheckpointEvent,
     "finding": FindingEvent, "status": StatusEvent, "end": EndEvent, "error": ErrorEvent,
     "retry": NoteEvent, "fallback": NoteEvent, "model": FactsEvent, "data": FactsEvent, "evaluation": FactsEvent,
+    "gguf": FactsEvent,
 }
 
 

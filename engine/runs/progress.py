@@ -155,7 +155,8 @@ class RunProgress:
         words = {"loading_model": ("starting", "loading the model"), "preparing_data": ("starting", "preparing the data"),
                  "paused": ("paused", f"at step {event.get('step', self.step)}"), "running": ("running", ""),
                  "merging": ("running", "merging the adapter"),
-                 "evaluating": ("running", "evaluating base against tuned")}
+                 "evaluating": ("running", "evaluating base against tuned"),
+                 "exporting_gguf": ("running", "exporting and checking a GGUF")}
         if state in words:
             self.status_word, self.status_detail = words[state]
 

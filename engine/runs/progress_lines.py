@@ -37,6 +37,8 @@ def format_event(event: dict, session=None) -> str | None:
             return "Merging the adapter into the base model (a fresh process) ..."
         if state == "evaluating":
             return "Evaluating: base against fine-tuned on the eval split (greedy, a fresh process) ..."
+        if state == "exporting_gguf":
+            return f"Exporting a {event.get('gguf_type')} GGUF with llama.cpp and checking it (a fresh process) ..."
         if state == "paused":
             return f"Paused at step {event.get('step')}."
         if state == "running":
@@ -87,7 +89,18 @@ def format_event(event: dict, session=None) -> str | None:
                 lines.append(event["merged_note"])
         if event.get("merge_error"):
             lines.append(f"The merge failed (the adapter is kept): {event['merge_error']}")
+        if event.get("gguf_path"):
+            if event.get("gguf_passed"):
+                lines.append(f"GGUF (checked against the merged model): {event['gguf_path']}")
+            else:
+                lines.append(f"GGUF FAILED its check: {event['gguf_path']} ({event.get('gguf_reason')})")
+        if event.get("gguf_error"):
+            lines.append(f"The GGUF export failed (the adapter is kept): {event['gguf_error']}")
         return "\n".join(lines)
+    if kind == "gguf":
+        from engine.export.gguf_summary import summary_lines
+
+        return "\n".join(summary_lines(event)) if "passed" in event else None
     if kind == "error":
         return f"Error: {event.get('message')}"
     return None

@@ -27,6 +27,8 @@ Backend = Literal["auto", "unsloth", "peft"]
 # Experiment trackers, TRL's names (SFTConfig.report_to).
 Tracker = Literal["tensorboard", "wandb", "trackio", "mlflow", "none"]
 DatasetFormat = Literal["auto", "instruction", "prompt_completion", "sharegpt", "messages", "text"]
+# The GGUF types `lora-tui export --gguf` writes (llama.cpp's names, lower case).
+GgufType = Literal["f16", "bf16", "q8_0", "q4_k_m", "q5_k_m"]
 ROLES = ("instruction", "input", "response", "prompt", "completion", "conversations", "messages", "text")
 
 
@@ -116,6 +118,8 @@ class OutputSection(_Section):
     # A shell command run once after a successful run, its adapter saved and checked (e.g. a cloud
     # provider's stop command); never after a failed or stopped run. Off (null) by default.
     on_finish: Optional[str] = Field(None, min_length=1)
+    # A GGUF type: the run ends with `lora-tui export --gguf TYPE` (a checked GGUF and a Modelfile).
+    gguf: Optional[GgufType] = None
 
 
 Strategy = Literal["auto", "none", "ddp", "fsdp"]

@@ -87,6 +87,8 @@ class TrainingRun:
             saved.update(self._merge())
         if evaluate:
             self._evaluate()
+        if session.output.gguf:
+            saved.update(self._export_gguf(session.output.gguf))
         self.events.emit(
             "end", status="completed", step=step, total_steps=total_steps,
             train_runtime=runtime, **saved,
@@ -171,6 +173,26 @@ class TrainingRun:
         if "error" in reply:
             return {"merge_error": reply["error"]}
         return {"merged_dir": reply["path"], "merged_note": reply["note"]}
+
+    def _export_gguf(self, gguf_type: str) -> dict:
+        """output.gguf: `lora-tui export RUN_DIR --gguf TYPE` in a fresh process, as the merge. The export
+        writes its own `gguf` event (the check); the end event names the file, or why there is none.
+        A failed export never fails the trained run."""
+        import json
+        import subprocess
+        import sys
+
+        self.events.emit("status", state="exporting_gguf", gguf_type=gguf_type)
+        result = subprocess.run([sys.executable, "-m", "engine.export.gguf", str(self.run_dir), "--gguf", gguf_type, "--json"],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            reply = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            reply = {"error": f"the GGUF export process exited with code {result.returncode}; see {self.run_dir / 'worker.log'}"}
+        if "error" in reply:
+            return {"gguf_error": reply["error"]}
+        return {"gguf_path": reply["path"], "gguf_passed": reply["passed"], "gguf_reason": reply.get("reason") or None,
+                "ollama_command": reply.get("ollama_command")}
 
     def _evaluate(self) -> None:
         """Base against tuned on the eval split (engine.evaluation.evaluate) in a fresh process, as the

@@ -152,8 +152,9 @@ async def test_the_try_it_input_field_is_there_when_the_data_had_an_input_column
 
 
 def test_finish_screen_snapshot(snap_compare, monkeypatch):
-    from engine.export import merge as export
+    from engine.export import llama_cpp
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(export, "gguf_converter", lambda: None)  # the same words on any machine
+    # The same words on any machine, whether llama.cpp is installed yet or not.
+    monkeypatch.setattr(llama_cpp, "status", lambda: "GGUF export ready (llama.cpp from llama-cpp-python 0.3.36).")
     assert snap_compare(Host(RECORDED), terminal_size=SIZE)

@@ -245,3 +245,85 @@ def test_a_gguf_llama_cpp_cannot_tokenize_is_named_failed(gguf_run, tmp_path, mo
     assert "llama.cpp" in report["reason"]
     assert not (run_dir / "gguf" / "Modelfile").exists()
 
+
+# -- the finish screen's key ---------------------------------------------------------------------------
+
+REPORT = {"path": "runs/x/gguf/run-q4_k_m.gguf", "type": "q4_k_m", "passed": True, "reason": "", "size_bytes": 105 * 2**20,
+          "top1_agreement": 0.9712, "positions": 312, "answers_identical": 2, "answers": 3, "tokenization_match": True,
+          "tokens_per_second": 88.4, "modelfile": "runs/x/gguf/Modelfile",
+          "ollama_command": "cd runs/x/gguf && ollama create run -f Modelfile",
+          "prompts": [{"shown": "Hi, this is Ana Lima from Lisbon.", "merged": '{"name": "Ana Lima"}',
+                       "gguf": '{"name": "Ana Lima", "city": "Lisbon"}', "identical": False}]}
+
+
+def _fake_export(tmp_path: Path) -> Path:
+    script = tmp_path / "fake_export.py"
+    script.write_text(
+        "import json, sys, time\n"
+        "print(json.dumps({'progress': 'Converting merged/ to GGUF ...'}), flush=True)\n"
+        "time.sleep(1.5)\n"
+        f"print(json.dumps({REPORT!r} | {{'type': sys.argv[sys.argv.index('--gguf') + 1]}}), flush=True)\n")
+    return script
+
+
+def test_key_g_exports_the_chosen_type_and_shows_both_answers(tmp_path, monkeypatch):
+    import asyncio
+
+    from textual.widgets import Select, Static
+
+    from tests.conftest import copy_run
+    from tests.test_finish_screen import RECORDED, SIZE, Host
+    from tui.screens.finish import FinishScreen
+
+    monkeypatch.setattr(FinishScreen, "EXPORT_COMMAND", (str(_fake_export(tmp_path)),))
+    run_dir = copy_run(Path(__file__).resolve().parent.parent / RECORDED, tmp_path / "run")
+
+    async def scenario():
+        app = Host(run_dir)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            screen = app.screen
+            assert not screen.query_one("#gguf-result").display  # nothing exported yet
+            assert "--gguf q4_k_m" in str(screen.query_one("#gguf-command", Static).render())
+            screen.query_one("#gguf-type", Select).value = "q8_0"
+            await pilot.pause(0.1)
+            assert f"lora-tui export {run_dir} --gguf q8_0" in str(screen.query_one("#gguf-command", Static).render())
+            await pilot.press("g")
+            await pilot.pause(1.0)
+            assert "Converting merged/" in str(screen.query_one("#gguf-status", Static).render())  # progress shows
+            for _ in range(40):
+                if not screen.exporting:
+                    break
+                await pilot.pause(0.25)
+            result = str(screen.query_one("#gguf-result", Static).render())
+            assert "GGUF q8_0" in result and "checked" in result and "97.1% of 312 next tokens" in result
+            assert "ollama create run -f Modelfile" in result
+            assert '"Ana Lima"}' in str(screen.query_one("#gguf-merged-text", Static).render())
+            assert '"city": "Lisbon"' in str(screen.query_one("#gguf-file-text", Static).render())
+
+    asyncio.run(scenario())
+
+
+def test_the_finish_screen_shows_the_runs_last_gguf_check(tmp_path):
+    import asyncio
+
+    from textual.widgets import Static
+
+    from engine.runs.events import EventWriter
+    from tests.conftest import copy_run
+    from tests.test_finish_screen import RECORDED, SIZE, Host
+
+    run_dir = copy_run(Path(__file__).resolve().parent.parent / RECORDED, tmp_path / "run")
+    writer = EventWriter(run_dir)
+    writer.emit("gguf", **{k: v for k, v in REPORT.items() if k not in ("prompts", "passed", "reason")}, passed=False,
+                reason="llama.cpp tokenizes the prompts differently from transformers", examples=REPORT["prompts"])
+    writer.close()
+
+    async def scenario():
+        app = Host(run_dir)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            result = str(app.screen.query_one("#gguf-result", Static).render())
+            assert "FAILED the check" in result and "tokenizes the prompts differently" in result
+
+    asyncio.run(scenario())

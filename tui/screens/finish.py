@@ -4,8 +4,11 @@ Where the adapter is and its size, the evaluation of the base against the fine-t
 eval split (exact match and, for JSON answers, valid JSON and fields right, with examples side by
 side; key e runs it again), the exact Python that loads it with PEFT, the session that reproduces
 the run, a merge into a whole model (key m) and a side-by-side "try it" of the base and the
-fine-tuned model. Loading and generating happen in separate processes (engine.export,
-engine.evaluation) driven from Textual worker threads: this screen never imports torch.
+fine-tuned model. Key g exports a GGUF (the type chosen beside it) for llama.cpp, Ollama and LM
+Studio and shows its check: the merged model's and the GGUF's answers to the same prompt side by
+side, their agreement, the file's size and speed, and the headless command. Loading and generating
+happen in separate processes (engine.export, engine.evaluation) driven from Textual worker
+threads: this screen never imports torch.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Input, Static
+from textual.widgets import Input, Select, Static
 
 from engine.evaluation.report import score_rows
 from engine.runs.events import read_events
@@ -30,6 +33,11 @@ from tui.screens.base import BackgroundWork, explain
 from tui.widgets.footer import StableFooter
 
 ADAPTER_DIR, FULL_MODEL_DIR, MERGED_DIR = "adapter", "model", "merged"
+# engine.export.gguf's types, without importing it (and pydantic) before the screen is up.
+GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m", "q5_k_m")
+GGUF_DEFAULT = "q4_k_m"
+GGUF_NOTES = {"f16": "16-bit, the size of the merged model", "bf16": "16-bit, as trained",
+              "q8_0": "8-bit, near lossless", "q4_k_m": "4-bit, the usual choice", "q5_k_m": "5-bit"}
 
 
 def human_size(size: int) -> str:
@@ -157,10 +165,13 @@ class FinishScreen(BackgroundWork, Screen):
     """A finished run folder: adapter, load snippet, reproduce, merge, try it."""
 
     CSS_PATH = "../styles/finish.tcss"
+    # What key g runs, after the Python interpreter (a test points it at a stand-in).
+    EXPORT_COMMAND = ("-m", "engine.export.gguf")
     AUTO_FOCUS = None  # keys e, m, t, c work at once; t puts the cursor in the prompt
     BINDINGS = [
         Binding("e", "evaluate", "Evaluate", id="finish.evaluate"),
         Binding("m", "merge", "Merge", id="finish.merge"),
+        Binding("g", "export_gguf", "Export GGUF", id="finish.gguf"),
         Binding("t", "focus_prompt", "Try it", id="finish.try"),
         Binding("c", "copy_snippet", "Copy code", id="finish.copy"),
         Binding("escape", "back", "Back", id="finish.back"),
@@ -172,6 +183,8 @@ class FinishScreen(BackgroundWork, Screen):
         self.client = None  # engine.evaluation.generate.TryItClient, started on the first prompt
         self.merging = False
         self.evaluating = False
+        self.exporting = False
+        self.gguf_progress = ""  # the export's latest progress line, written by its worker thread
         self._has_eval_split: Optional[bool] = None
 
     # -- layout ------------------------------------------------------------------------------------
@@ -208,7 +221,22 @@ class FinishScreen(BackgroundWork, Screen):
                 panel.border_title = "Merged model"
                 panel.border_subtitle = "m merges"
                 yield Static(self._merge_text(), id="merge-status", markup=False)
+            with Vertical(classes="panel", id="gguf-panel") as panel:
+                panel.border_title = "GGUF for llama.cpp, Ollama, LM Studio"
+                panel.border_subtitle = "g exports and checks"
+                with Horizontal(id="gguf-choice"):
+                    yield Select([(f"{t}  ({GGUF_NOTES[t]})", t) for t in GGUF_TYPES], value=GGUF_DEFAULT,
+                                 allow_blank=False, id="gguf-type")
+                    yield Static(self._gguf_command(GGUF_DEFAULT), id="gguf-command", markup=False)
                 yield Static("", id="gguf-status", classes="muted", markup=False)
+                yield Static("", id="gguf-result", markup=False)
+                with Horizontal(id="gguf-answers"):
+                    with VerticalScroll(classes="answer", id="gguf-merged") as merged:
+                        merged.border_title = "Merged model (transformers)"
+                        yield Static("", id="gguf-merged-text", markup=False)
+                    with VerticalScroll(classes="answer", id="gguf-file") as gguf:
+                        gguf.border_title = "GGUF (llama.cpp)"
+                        yield Static("", id="gguf-file-text", markup=False)
             with Vertical(classes="panel", id="try-panel") as panel:
                 panel.border_title = "Try it"
                 panel.border_subtitle = "greedy, same template as training"
@@ -229,7 +257,9 @@ class FinishScreen(BackgroundWork, Screen):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.run_dir)
-        self._show_evaluation(_evaluation(read_events(self.run_dir)))
+        events = read_events(self.run_dir)
+        self._show_evaluation(_evaluation(events))
+        self._show_gguf(_last_event(events, "gguf"))
         self.check_gguf()
 
     def on_unmount(self) -> None:
@@ -327,14 +357,103 @@ class FinishScreen(BackgroundWork, Screen):
         self.query_one("#merge-status", Static).update(self._merge_text())
         self.notify(f"Merged model written to {reply['path']}", title="Merged")
 
+    # -- GGUF ---------------------------------------------------------------------------------------
+    def _gguf_type(self) -> str:
+        value = self.query_one("#gguf-type", Select).value
+        return value if isinstance(value, str) else GGUF_DEFAULT
+
+    def _gguf_command(self, gguf_type: str) -> str:
+        return f"headless: lora-tui export {self.run_dir} --gguf {gguf_type}"
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "gguf-type" and isinstance(event.value, str):
+            self.query_one("#gguf-command", Static).update(self._gguf_command(event.value))
+
     @work(thread=True, group="gguf", exit_on_error=False)
     def check_gguf(self) -> str:
-        from engine.export.merge import gguf_status
+        from engine.export.llama_cpp import status
 
-        return gguf_status()
+        return status()
 
     def gguf_done(self, text: str) -> None:
-        self.query_one("#gguf-status", Static).update(text)
+        if not self.exporting and not self.query_one("#gguf-result", Static).display:
+            self.query_one("#gguf-status", Static).update(text)
+
+    def _show_gguf(self, report: dict) -> None:
+        """A GGUF check (the export's report, or the run's latest `gguf` event): verdict, figures, answers."""
+        result, answers = self.query_one("#gguf-result", Static), self.query_one("#gguf-answers")
+        shown = bool(report) and "passed" in report
+        result.display = answers.display = shown
+        if not shown:
+            return
+        from engine.export.gguf_summary import summary_lines
+
+        lines = summary_lines(report)
+        examples = report.get("prompts") or report.get("examples") or []
+        result.update(Text("\n".join(line for line in lines if not line.startswith("  ")),
+                           style="" if report.get("passed") else "bold red"))
+        first = examples[0] if examples else {}
+        question = f"{_clip(first.get('shown', ''), 90)}\n\n" if first else ""
+        self.query_one("#gguf-merged-text", Static).update(question + (first.get("merged") or "(no answer)"))
+        self.query_one("#gguf-file-text", Static).update(question + (first.get("gguf") or "(no answer)"))
+        self.query_one("#gguf-status", Static).update("")
+
+    def action_export_gguf(self) -> None:
+        if self.exporting:
+            self.notify("The GGUF export is already running.")
+            return
+        gguf_type = self._gguf_type()
+        self.exporting = True
+        self.gguf_progress = f"Exporting {gguf_type} in a separate process ..."
+        self.query_one("#gguf-status", Static).update(self.gguf_progress)
+        self._gguf_timer = self.set_interval(0.5, self._show_gguf_progress)
+        self.export_gguf(gguf_type)
+
+    def _show_gguf_progress(self) -> None:
+        self.query_one("#gguf-status", Static).update(self.gguf_progress)
+
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def export_gguf(self, gguf_type: str) -> dict:
+        """`python -m engine.export.gguf RUN_DIR --gguf TYPE --json`: progress lines, then the report."""
+        import os
+
+        from engine.paths import PROJECT_ROOT
+
+        env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        command = [sys.executable, *self.EXPORT_COMMAND, str(self.run_dir), "--gguf", gguf_type, "--json"]
+        last: dict = {}
+        with open(self.run_dir / "export.log", "ab") as log:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+            for line in process.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if "progress" in message:
+                    self.gguf_progress = str(message["progress"])  # the timer shows it
+                else:
+                    last = message
+            process.wait()
+        return last or {"error": f"the export process exited with code {process.returncode}; see {self.run_dir / 'export.log'}"}
+
+    def export_failed(self, error: BaseException) -> None:
+        self.export_done({"error": explain(error)})
+
+    def export_done(self, reply: dict) -> None:
+        self.exporting = False
+        timer = getattr(self, "_gguf_timer", None)
+        if timer is not None:
+            timer.stop()
+        if "error" in reply:
+            self.query_one("#gguf-status", Static).update(f"The GGUF export failed: {reply['error']}")
+            self.notify(reply["error"], severity="error", timeout=10)
+            return
+        self._show_gguf(reply)
+        if reply.get("passed"):
+            self.notify(f"{reply['path']} passed its check.", title="GGUF written")
+        else:
+            self.notify(f"The GGUF failed its check: {reply.get('reason')}", severity="error", timeout=10)
 
     # -- try it ------------------------------------------------------------------------------------
     def action_focus_prompt(self) -> None:

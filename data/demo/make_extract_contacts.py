@@ -9,15 +9,23 @@ after people (so a company is not taken for a name), e-mail addresses of several
 numbers as people write them. Every value in a record appears verbatim in its message.
 
 `contacts_heldout.jsonl` beside it is hand-written, not generated: messages in other wordings, with
-names, companies and cities that this generator never uses (`lora-tui eval RUN_DIR --data
-data/demo/contacts_heldout.jsonl` scores a run on it).
+names, companies and cities that this generator never uses (it reads the file and drops every word
+of them from its pools; `lora-tui eval RUN_DIR --data data/demo/contacts_heldout.jsonl` scores a run).
 
-Run: python data/demo/make_extract_contacts.py  (writes extract_contacts.jsonl beside it)
+Measured with every default (95 steps, chat template, lr 1e-3), exact record, base -> tuned, on the
+eval split / the held-out file: the first 400-row set (65 first names, 66 cities, 10 layouts)
+0 -> 19 of 20 / 0 -> 26 of 40 (65 %), the misses copy errors on unseen names ("Ringo Reid" for
+"Callum Reid") and places; this set (three times the names and cities, invented brands, shops named
+kind-first, companies named after places, dotted country domains, three more layouts) 0 -> 17 of 20 /
+0 -> 33 of 40 (82 %), the same training time.
+
+Run: python data/demo/make_extract_contacts.py [ROWS]  (writes extract_contacts.jsonl beside it)
 """
 
 import json
 import random
 import re
+import sys
 from pathlib import Path
 
 ROWS = 400
@@ -56,6 +64,58 @@ ROLES = ["Sales Manager", "Office Manager", "Founder", "CEO", "Head of Procureme
 FREE_MAIL = ["gmail.com", "outlook.com", "yahoo.com", "proton.me", "icloud.com", "gmx.net", "mail.com", "example.com",
              "example.org", "example.net"]
 TLDS = ["com", "com", "net", "io", "co.uk", "de", "fr", "es", "it", "nl", "ca", "com.au", "co"]
+# More names, places and company shapes than any one message needs: a 135M model copies a value it has
+# never seen only if training made it copy, not recall (measured: the first 400-row set, 65 names,
+# left the tuned model misspelling unseen names and cities in the held-out file: "Ringo Reid").
+FIRST += ["Aiko", "Bilal", "Carmen", "Dario", "Eun-ji", "Farah", "Goran", "Helga", "Ikechukwu", "Jana", "Kaito",
+          "Leandro", "Malak", "Nikolai", "Orla", "Pita", "Qasim", "Rania", "Stellan", "Thandiwe", "Umar", "Valeria",
+          "Wanjiru", "Xavier", "Yusuf", "Zofia", "Anders", "Bongani", "Cyrus", "Dagny", "Emeka", "Fiona", "Giulia",
+          "Hamza", "Irina", "Joaquin", "Kalani", "Ludmila", "Mohammed", "Nasrin", "Otto", "Pooja", "Ruairi", "Saoirse",
+          "Tiago", "Uma", "Vikram", "Wiremu", "Ximena", "Yara", "Zeynep", "Abebe", "Benedikt", "Catalina", "Deepak",
+          "Elif", "Farid", "Gabriela", "Haruto", "Ifeoma", "Jaroslav", "Kirra", "Lars", "Mariam", "Nkechi", "Oren",
+          "Parisa", "Radu", "Shreya", "Tatiana", "Ugo", "Vesna", "Wojciech", "Yohannes", "Zainab", "Anouk", "Bashir",
+          "Cosmin", "Dolores", "Eero", "Fenna", "Gideon", "Hiroshi", "Ilse", "Jasper", "Khadija", "Lorenzo", "Magnus",
+          "Nomvula", "Olamide", "Pilar", "Rohan", "Siobhan", "Teodor", "Ulla", "Valentin", "Wren", "Yannick", "Zhiwei"]
+LAST += ["Abiodun", "Bjornsson", "Castillo", "Dimitrov", "Esposito", "Fontana", "Gonzaga", "Halvorsen", "Ikeda",
+         "Jovanovic", "Kariuki", "Leclerc", "Mahlangu", "Nakashima", "Oyelaran", "Pereira", "Quispe", "Rasmussen",
+         "Sokolov", "Takahashi", "Udeh", "Valdivia", "Wisniewski", "Xu", "Yamamoto", "Zielinski", "Achterberg",
+         "Balogun", "Cernik", "Delacroix", "Ekstrom", "Friedman", "Gallagher", "Horvath", "Ishikawa", "Jankowski",
+         "Kovacs", "Lindholm", "Marchetti", "Nwosu", "Ortega", "Pham", "Qureshi", "Rinaldi", "Sandoval", "Thorsen",
+         "Uchenna", "Vasquez", "Whitaker", "Yeo", "Zapata", "Andersson", "Bianchi", "Chowdhury", "Dlamini", "Engel",
+         "Ferrari", "Grabowski", "Hakimi", "Ilunga", "Jaramillo", "Kuznetsov", "Lombardi", "Mwangi", "Nieminen",
+         "Obi", "Petrovic", "Rahman", "Sorensen", "Tran", "Urquhart", "Varga", "Wu", "Yadav", "Zhou", "El-Amin",
+         "Al-Rashid", "McAllister", "De Luca", "St. Clair", "Ben-David", "Van der Berg", "MacLeod"]
+CITIES += ["Cordoba", "Valparaiso", "Arequipa", "Quito", "Medellin", "Guadalajara", "Monterrey", "Curitiba", "Recife",
+           "Montevideo", "Asuncion", "Havana", "Kingston", "San Juan", "Halifax", "Calgary", "Ottawa", "Winnipeg",
+           "Portland", "Atlanta", "Nashville", "Detroit", "Pittsburgh", "Minneapolis", "Sacramento", "Honolulu",
+           "Reykjavik", "Tromso", "Aarhus", "Malmo", "Uppsala", "Tampere", "Tartu", "Vilnius", "Kaunas", "Lviv",
+           "Odesa", "Brno", "Bratislava", "Ljubljana", "Zagreb", "Split", "Sarajevo", "Skopje", "Tirana",
+           "Thessaloniki", "Plovdiv", "Cluj-Napoca", "Debrecen", "Graz", "Salzburg", "Basel", "Geneva", "Lausanne",
+           "Strasbourg", "Nantes", "Toulouse", "Lille", "Nice", "Bilbao", "Malaga", "Granada", "Zaragoza", "Braga",
+           "Faro", "Genoa", "Bologna", "Palermo", "Florence", "Verona", "Utrecht", "Eindhoven", "Ghent", "Bruges",
+           "Leipzig", "Dresden", "Cologne", "Nuremberg", "Bremen", "Hanover", "Aberdeen", "Cardiff", "Belfast",
+           "Galway", "Limerick", "Bristol", "Manchester", "Nottingham", "Oxford", "Tangier", "Fez", "Oran",
+           "Alexandria", "Luxor", "Khartoum", "Kampala", "Kigali", "Dar es Salaam", "Mombasa", "Lusaka", "Harare",
+           "Maputo", "Windhoek", "Durban", "Abuja", "Ibadan", "Kano", "Douala", "Bamako", "Abidjan", "Lome",
+           "Cotonou", "Jeddah", "Riyadh", "Kuwait City", "Manama", "Tehran", "Isfahan", "Tashkent", "Almaty",
+           "Tbilisi", "Yerevan", "Baku", "Lahore", "Dhaka", "Kathmandu", "Colombo", "Kochi", "Hyderabad", "Jaipur",
+           "Ahmedabad", "Chiang Mai", "Bangkok", "Phnom Penh", "Da Nang", "Cebu", "Surabaya", "Bandung", "Penang",
+           "Taipei", "Kaohsiung", "Busan", "Daegu", "Fukuoka", "Nagoya", "Kobe", "Yokohama", "Sendai", "Shenzhen",
+           "Chengdu", "Wuhan", "Xi'an", "Ulaanbaatar", "Adelaide", "Hobart", "Darwin", "Canberra", "Christchurch",
+           "Dunedin", "Suva", "Apia"]
+COMPANY_WORDS += ["Zephyr", "Kinetic", "Meridian", "Harbourside", "Saltmarsh", "Amber", "Juniper", "Highland",
+                  "Coral Reef", "Ember", "Northstar", "Sierra", "Lakeshore", "Bluebird", "Citadel", "Atlas", "Mosaic"]
+COMPANY_KINDS += ["Coffee", "Optics", "Furniture", "Catering", "Brewery", "Shipping", "Security", "Garden Centre",
+                  "Realty", "Veterinary", "Fitness", "Cycles", "Apparel"]
+# Shop names with the kind in front, as many languages write them ("Studio Rossi").
+KIND_FIRST = ["Studio", "Casa", "Atelier", "Maison", "Bodega", "Clinica", "Taller", "Haus", "Villa", "Agence",
+              "Cafe", "Hotel", "Farmacia", "Boulangerie", "Trattoria", "Garage"]
+SYLLABLES = (["Zen", "Kal", "Mar", "Vel", "Tor", "Lum", "Bri", "Cor", "Dex", "Fal", "Nor", "Qui", "Rav", "Syn", "Tek",
+              "Ver", "Xan", "Ori", "Alt", "Ovi"],
+             ["trix", "ora", "ion", "ex", "ara", "ino", "ent", "ly", "os", "ica", "um", "aro", "is", "eon", "via"])
+TLDS += ["co.il", "co.ke", "co.jp", "com.br", "co.za", "co.nz", "com.mx", "com.tr", "co.in", "ie", "pl", "se", "no",
+         "ch", "at", "be", "pt", "gr", "cz", "sg", "ae", "ma", "ng", "cl", "eg", "org"]
+
 INSTRUCTIONS = [
     "Extract the contact details from the message as JSON.",
     "Return the sender's contact information as a JSON object.",
@@ -80,7 +140,14 @@ def slug(text: str) -> str:
 
 def company_name(rng: random.Random) -> str:
     kind = rng.random()
-    if kind < 0.3:
+    if kind < 0.12:  # an invented brand, alone or with its trade, sometimes in CamelCase
+        brand = rng.choice(SYLLABLES[0]) + rng.choice(SYLLABLES[1])
+        return rng.choice([brand, f"{brand} {rng.choice(COMPANY_KINDS)}", brand + rng.choice(["Tech", "Craft", "Path", "Works"])])
+    if kind < 0.22:
+        return f"{rng.choice(KIND_FIRST)} {rng.choice(LAST)}"
+    if kind < 0.3:  # named after a place: the city inside it is still the company's name
+        return f"{rng.choice(CITIES)} {rng.choice(COMPANY_KINDS)}"
+    if kind < 0.5:
         last = rng.choice(LAST)
         return rng.choice([f"{last} & Sons", f"{last} Partners", f"{last} Consulting", f"{last} & {rng.choice(LAST)}",
                            f"{last} {rng.choice(COMPANY_KINDS)}"])
@@ -89,7 +156,8 @@ def company_name(rng: random.Random) -> str:
 
 def email_address(rng: random.Random, first: str, last: str, company) -> str:
     f, s = slug(first), slug(last)
-    local = rng.choice([f"{f}.{s}", f"{f}.{s}", f"{f[0]}.{s}", f"{f}", f"{f}{s}", f"{f}_{s}", f"{s}.{f}", f"{f}{rng.randrange(10, 99)}"])
+    local = rng.choice([f"{f}.{s}", f"{f}.{s}", f"{f[0]}.{s}", f"{f}", f"{f}{s}", f"{f}_{s}", f"{s}.{f}",
+                        f"{f}{rng.randrange(10, 99)}", f"{f[0]}{s}", f"{f}.{s[0]}", f"{f}-{s}"])
     if company and rng.random() < 0.6:
         words = [w for w in re.split(r"[^A-Za-z0-9]+", company) if w and w.lower() not in ("ltd", "inc", "gmbh", "llc", "co", "sa", "ab", "pty")]
         domain = f"{slug(''.join(words[:2]))}.{rng.choice(TLDS)}"
@@ -273,8 +341,39 @@ def company_first(rng, c) -> str:
     return text + "".join(f" {x}." if rng.random() < 0.5 else f" {rng.choice(['Tel', 'Mail', 'Write to', 'Call'])}: {x}." for x in contact)
 
 
+def signed_note(rng, c) -> str:
+    """A short note signed at the end with a dash or a sign-off on the same line."""
+    parts = [rng.choice(FILLERS + ["Sorry I missed your call.", "Got your message.", "Quick one:"])]
+    if c["company"]:
+        parts.append(rng.choice([f"We at {c['company']} would like to help.", f"I'm with {c['company']} now.",
+                                 f"{c['company']} is interested."]))
+    if c["city"]:
+        parts.append(rng.choice([f"I'm in {c['city']} all week.", f"Back in {c['city']} on Tuesday.", f"Visiting {c['city']} soon."]))
+    parts.append(contact_sentence(rng, c["email"], c["phone"]))
+    sign = rng.choice([f"- {c['name']}", f"-- {c['name']}", f"Cheers, {c['name']}", f"Regards, {c['name']}", f"({c['name']})",
+                       f"Thanks, {c['name']}"])
+    return " ".join(p for p in parts if p) + rng.choice([" ", "\n"]) + sign
+
+
+def one_line_signature(rng, c) -> str:
+    items = [c[k] for k in ("name", "company", "city", "phone", "email") if c[k]]
+    return rng.choice([rng.choice(FILLERS) + "\n\n", ""]) + rng.choice([" | ", " · ", " / "]).join(items)
+
+
+def quoted_reply(rng, c) -> str:
+    day = rng.choice(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "12 March", "3 June", "yesterday"])
+    intro = rng.choice([f"On {day}, {c['name']} wrote:", f"{c['name']} wrote on {day}:", f"Forwarded message from {c['name']}:"])
+    body = [rng.choice(FILLERS)]
+    if c["company"]:
+        body.append(rng.choice([f"I represent {c['company']}.", f"Our firm, {c['company']}, needs a supplier."]))
+    if c["city"]:
+        body.append(rng.choice([f"We are located in {c['city']}.", f"Delivery would be to {c['city']}."]))
+    body.append(contact_sentence(rng, c["email"], c["phone"]))
+    return intro + "\n> " + " ".join(p for p in body if p)
+
+
 LAYOUTS = [first_person, first_person, signature, labelled, third_person, email_header, terse, text_message, voicemail,
-           company_first]
+           company_first, signed_note, one_line_signature, quoted_reply]
 
 
 def make_contact(rng: random.Random) -> dict:
@@ -289,7 +388,27 @@ def make_contact(rng: random.Random) -> dict:
     }
 
 
+def held_out_words() -> set[str]:
+    """Every word of the held-out file's names, companies and cities: the generator never uses them, so
+    the held-out score measures messages about people and places the model was not trained on."""
+    words = set()
+    path = Path(__file__).with_name("contacts_heldout.jsonl")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(json.loads(line)["output"])
+        for key in ("name", "company", "city"):
+            words.update(re.findall(r"[A-Za-z']+", record[key] or ""))
+    return words
+
+
+def without_held_out(pool: list[str], banned: set[str]) -> list[str]:
+    return sorted({x for x in pool if not set(re.findall(r"[A-Za-z']+", x)) & banned}, key=pool.index)
+
+
 def make_rows(n: int, seed: int = 7) -> list[dict]:
+    global FIRST, LAST, CITIES, COMPANY_WORDS, COMPANY_KINDS, KIND_FIRST
+    banned = held_out_words() - {"Hotel", "Sons"}  # trade words every set has
+    FIRST, LAST, CITIES = (without_held_out(p, banned) for p in (FIRST, LAST, CITIES))
+    COMPANY_WORDS, KIND_FIRST = without_held_out(COMPANY_WORDS, banned), without_held_out(KIND_FIRST, banned)
     rng = random.Random(seed)
     rows = []
     while len(rows) < n:
@@ -308,6 +427,6 @@ def make_rows(n: int, seed: int = 7) -> list[dict]:
 if __name__ == "__main__":
     out = Path(__file__).with_name("extract_contacts.jsonl")
     with open(out, "w", encoding="utf-8") as handle:
-        for row in make_rows(ROWS):
+        for row in make_rows(int(sys.argv[1]) if len(sys.argv) > 1 else ROWS):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {out}")

@@ -88,6 +88,31 @@ async def shoot_run_screens() -> list[Path]:
     return saved
 
 
+async def shoot_gguf_check() -> list[Path]:
+    """The finish screen's GGUF panel after `g`: the recorded finished run plus a real export's check
+    (tests/fixtures/events/gguf-check.json, the report `lora-tui export --gguf q4_k_m` wrote for the demo)."""
+    import json
+    import shutil
+
+    from engine.runs.events import EventWriter
+    from tui.screens.finish import FinishScreen
+
+    fixtures = ROOT / "tests" / "fixtures" / "events"
+    run_dir = Path(tempfile.gettempdir()) / "lora-tui-shots" / "runs" / "finished-gguf"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(fixtures / "finished", run_dir)
+    report = json.loads((fixtures / "gguf-check.json").read_text())
+    writer = EventWriter(run_dir)
+    writer.emit("gguf", **report)
+    writer.close()
+    app = Viewer(FinishScreen(run_dir))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one("#gguf-panel").scroll_visible(top=True, animate=False)
+        await settle(pilot)
+        return [Path(app.save_screenshot("11-finish-gguf.svg", str(OUT)))]
+
+
 class Viewer(App):
     """Shows one screen, as the wizard would over its steps."""
 
@@ -113,6 +138,7 @@ async def main() -> int:
     saved += await shoot("rtx4090.json", [("method", "03b-method-parts.svg")], extra={"method": show_parts})
     saved += await shoot("cpu_only.json", [("hardware", "01b-hardware-cpu-only.svg"), ("method", "03c-method-cpu-only.svg")])
     saved += await shoot_run_screens()
+    saved += await shoot_gguf_check()
     for path in saved:
         print(path.relative_to(ROOT))
     return 0

@@ -197,6 +197,18 @@ def test_dashboard_shows_cost_so_far(state, tmp_path):
             assert "$0.69 so far · $1.38 to go" in stats and "$0.69/h (example price" in stats
 
     asyncio.run(body())
+    # A CPU run costs nothing by the hour: no cost or price rows in the narrow panel.
+    (run_dir / "events.jsonl").write_text("".join(json.dumps({**e, "gpu": None} if e.get("event") == "start" else e) + "\n"
+                                                  for e in GPU_RUN))
+
+    async def cpu_body():
+        app = Host()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            stats = str(app.screen.query_one("#stats", Static).render())
+            assert "tokens/s" in stats and "cost" not in stats and "price" not in stats
+
+    asyncio.run(cpu_body())
 
 
 def test_finish_summary_has_the_total(state):

@@ -51,13 +51,13 @@ class StatPanel(Vertical):
             ("epoch", number(view.epoch, ".2f")),
             ("elapsed", clock(view.elapsed)),
             ("ETA", clock(view.eta_seconds) if view.live else "-"),
-            ("cost", view.cost_short()),  # the GPU's hourly price x the measured time (issue 20)
-            ("price", price.rate() if (price := view.price()) else "-"),
             ("tokens/s", number(view.tokens_per_second, ",.0f")),
             ("samples/s", number(view.samples_per_second, ".2f")),
             ("memory", memory),
             ("loss", number(view.last_loss, ".4f")),
         ]
+        if view.gpu:  # a rented GPU costs by the hour (issue 20); a CPU run has nothing to show here
+            rows[4:4] = [("cost", view.cost_short()), ("price", price.rate() if (price := view.price()) else "-")]
         if view.evals:
             rows.append(("eval loss", f"{view.evals[-1][1]:.4f}"))
         # Plain Text, not a rich Table: this redraws at each new event and a Table costs more.

@@ -38,9 +38,12 @@ GGUF_DIR = "gguf"
 # Written by the converter itself; the k-quants are quantized from a 16-bit GGUF by llama.cpp.
 CONVERTER_TYPES = {"f16", "bf16", "q8_0"}
 SIXTEEN_BIT = {"f16", "bf16"}
-# Teacher-forced top-1 agreement with the merged model a GGUF must reach. Measured on the demo model:
-# f16 and bf16 agree on nearly every position, q8_0 on about 99 %, the 4- and 5-bit k-quants lower.
-MIN_TOP1 = {"f16": 0.98, "bf16": 0.98, "q8_0": 0.95, "q5_k_m": 0.88, "q4_k_m": 0.85}
+# Teacher-forced top-1 agreement with the merged model a GGUF must reach: a bar for a broken file (a
+# wrong tensor mapping or rope agrees on a fraction of positions), not for quantization's ordinary loss.
+# Measured on the demo model: f16 100 %, bf16 98.9 % (llama.cpp computes in bf16 too), q8_0 about 97 %,
+# q4_k_m and q5_k_m 87-89 % (its rows of 576 are not a multiple of 256, so llama.cpp falls back to
+# q5_0 / q5_1 for 180 of 272 tensors).
+MIN_TOP1 = {"f16": 0.98, "bf16": 0.97, "q8_0": 0.93, "q5_k_m": 0.8, "q4_k_m": 0.8}
 # A 16-bit GGUF must answer token for token, except where the two parted on a near tie: the merged
 # model's logit for the GGUF's token within this much of its own choice.
 CLOSE_CALL_LOGITS = 1.0
@@ -238,12 +241,12 @@ def _compare(gguf_type: str, shown: list[str], reference: list[dict], probe: dic
 
 
 def run_check(run_dir: Path, folder: Path, gguf: Path, gguf_type: str, session, log: Path,
-              progress: Optional[Progress] = None) -> dict:
+              progress: Optional[Progress] = None, prompts: int = CHECK_PROMPTS) -> dict:
     from transformers import AutoTokenizer
 
     trust = session.model.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
-    asked = check_prompts(run_dir, session, tokenizer)
+    asked = check_prompts(run_dir, session, tokenizer, prompts)
     shown, texts = [s for s, _ in asked], [t for _, t in asked]
     stop_ids = _stop_ids(folder, tokenizer)
     _say(progress, f"Checking: {len(texts)} of the run's prompts, greedy, in transformers (merged model) ...")
@@ -269,7 +272,8 @@ def run_check(run_dir: Path, folder: Path, gguf: Path, gguf_type: str, session, 
 
 # -- the whole export ---------------------------------------------------------------------------------
 
-def export_gguf(run_dir: str | Path, gguf_type: str = DEFAULT_TYPE, progress: Optional[Progress] = None) -> dict:
+def export_gguf(run_dir: str | Path, gguf_type: str = DEFAULT_TYPE, progress: Optional[Progress] = None,
+                check_prompts: int = CHECK_PROMPTS) -> dict:
     """Write and check RUN_DIR/gguf/<name>-<type>.gguf; the report (also written beside it as .check.json)."""
     from engine.export import llama_cpp
     from engine.models import repair_byte_level_tokenizer
@@ -313,7 +317,7 @@ def export_gguf(run_dir: str | Path, gguf_type: str = DEFAULT_TYPE, progress: Op
             intermediate.unlink(missing_ok=True)
     written = time.monotonic() - started
 
-    check = run_check(run_dir, folder, partial, gguf_type, session, log, progress)
+    check = run_check(run_dir, folder, partial, gguf_type, session, log, progress, max(1, check_prompts))
     final.unlink(missing_ok=True)
     failed.unlink(missing_ok=True)
     path = final if check["passed"] else failed
@@ -362,6 +366,8 @@ def export_command(argv: list[str]) -> int:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--gguf", default=DEFAULT_TYPE, metavar="TYPE",
                         help=f"one of {', '.join(GGUF_TYPES)} (default {DEFAULT_TYPE})")
+    parser.add_argument("--check-prompts", type=int, default=CHECK_PROMPTS, metavar="N",
+                        help=f"how many of the run's questions the check asks both models (default {CHECK_PROMPTS})")
     parser.add_argument("--json", action="store_true", help="progress as JSON lines, then the report as one JSON object")
     args = parser.parse_args(argv)
     from engine.quiet import quiet_libraries
@@ -373,7 +379,7 @@ def export_command(argv: list[str]) -> int:
     else:
         progress = lambda text: print(text, flush=True)  # noqa: E731
     try:
-        report = export_gguf(args.run_dir, args.gguf, progress)
+        report = export_gguf(args.run_dir, args.gguf, progress, args.check_prompts)
     except UserError as error:
         if args.json:
             print(json.dumps({"error": str(error)}), flush=True)

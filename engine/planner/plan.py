@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from engine.errors import UserError
 from engine.planner.architecture import inspect_model
@@ -476,7 +477,7 @@ def _add_time_and_cost(plan: dict, args) -> str:
 
     if args.train_tokens is None and args.dataset is None:
         return ""
-    if not args.epochs > 0:
+    if not (math.isfinite(args.epochs) and args.epochs > 0):  # inf would overflow the token count
         raise UserError(f"--epochs must be a positive number, not {args.epochs:g}.")
     if args.dataset is not None:
         workload = cost.dataset_workload(args.dataset, args.tokenizer or args.model, max_seq_length=args.seq_len,

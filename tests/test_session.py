@@ -30,6 +30,11 @@ def test_defaults_are_the_seed_recipe():
         ({"dataset": {"path": "d"}, "version": 7}, "version 7 is not supported"),
         ({"dataset": {"path": "d", "columns": {"answer": "x"}}}, "unknown role 'answer'"),
         ({"dataset": {"path": "d", "eval_fraction": 0}, "training": {"eval_steps": 5}}, "eval_fraction is 0"),
+        # a Union field: the field's name, not pydantic's member tag ("training.report_to.literal[...]")
+        ({"dataset": {"path": "d"}, "training": {"report_to": "tensorbord"}}, "s.json: training.report_to input should be"),
+        ({"dataset": {"path": "d"}, "training": {"logging_steps": "x"}}, "s.json: training.logging_steps input should be"),
+        ({"dataset": {"path": "d"}, "training": {"gradient_checkpointing": "x"}},
+         "s.json: training.gradient_checkpointing input should be"),
     ],
 )
 def test_bad_sessions_name_the_field(data, expected):

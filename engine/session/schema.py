@@ -271,7 +271,11 @@ def _looks_like_local_path(name: str, base_dir: Path) -> bool:
 
 
 def _field_path(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    # pydantic puts a Union member's tag in the location ("constrained-int", "literal['auto']",
+    # "list[...]"); the person wrote the field, not the tag.
+    tags = {"bool", "int", "float", "str", "none", "list", "dict"}
+    parts = [str(part) for part in loc if isinstance(part, int) or (str(part).isidentifier() and part not in tags)]
+    return ".".join(parts) or "(top level)"
 
 
 def _describe(error: dict, where: str) -> str:

@@ -195,17 +195,15 @@ class RunProgress:
         return self._price
 
     def cost_so_far(self) -> Optional[float]:
-        price = self.price()
-        if price is None or self.elapsed is None:
-            return None
-        return self.elapsed / 3600 * price.per_hour * max(self.world_size, 1)
+        from engine.planner.cost import cost_of
+
+        return cost_of(self.elapsed, self.price(), self.world_size)
 
     def cost_to_finish(self) -> Optional[float]:
         """From the measured rate: the ETA (the steps left at the steps' own pace) at the same price."""
-        price = self.price()
-        if price is None or self.eta_seconds is None or not self.live:
-            return None
-        return self.eta_seconds / 3600 * price.per_hour * max(self.world_size, 1)
+        from engine.planner.cost import cost_of
+
+        return cost_of(self.eta_seconds, self.price(), self.world_size) if self.live else None
 
     def cost_short(self) -> str:
         """'$0.14 so far · $0.46 to go' for the dashboard's narrow panel, or '-' (a CPU, no price)."""

@@ -148,15 +148,15 @@ def _summary(events: list[dict]) -> str:
 def _total_cost(events: list[dict], runtime) -> str:
     """'about $0.52 on NVIDIA GeForce RTX 4090 at $0.69/h (example price, 2025-06)': the training
     time at the GPU's hourly price (issue 20); '' on a CPU or without a price."""
-    from engine.planner.cost import money
+    from engine.planner.cost import cost_of, money
     from engine.runs.progress import progress_of
 
     run = progress_of(events)
     price = run.price()
     seconds = runtime if isinstance(runtime, (int, float)) else run.elapsed
-    if price is None or seconds is None:
+    total = cost_of(seconds, price, run.world_size)
+    if total is None:
         return ""
-    total = seconds / 3600 * price.per_hour * max(run.world_size, 1)
     count = f"{run.world_size} x " if run.world_size > 1 else ""
     return f"about {money(total, price.currency)} on {count}{run.gpu} at {price.rate()}"
 

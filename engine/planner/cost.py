@@ -370,4 +370,6 @@ def _star(price: Price | None) -> str:
 
 
 def _method_name(method: str) -> str:
-    return {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}[method]
+    from engine.planner.plan import METHOD_NAMES  # plan's table; its time-and-cost lines use it too
+
+    return METHOD_NAMES[method]

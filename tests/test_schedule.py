@@ -97,20 +97,24 @@ def test_time_estimate_scales_with_tokens_and_device():
 
     configs = Path(__file__).resolve().parent / "configs"
     demo, llama = inspect_model(str(configs / "smollm2-135m")), inspect_model(str(configs / "llama-3.1-8b"))
-    cpu = estimate_seconds(demo, "lora", 52_000, 95, tokens_per_row=137, batch_size=4, gradient_checkpointing=False,
+    cpu = estimate_seconds(demo, "lora", 52_000, tokens_per_row=137, batch_size=4, gradient_checkpointing=False,
                            cpu_cores=2)
     assert 4 * 60 < cpu < 15 * 60  # the demo on 2 cores: minutes, not seconds or hours
-    assert estimate_seconds(demo, "lora", 104_000, 190, tokens_per_row=137, batch_size=4, gradient_checkpointing=False,
+    assert estimate_seconds(demo, "lora", 104_000, tokens_per_row=137, batch_size=4, gradient_checkpointing=False,
                             cpu_cores=2) == pytest.approx(2 * cpu)
-    gpu = estimate_seconds(demo, "lora", 52_000, 95, tokens_per_row=137, batch_size=4, gpu_name="NVIDIA H200")
+    gpu = estimate_seconds(demo, "lora", 52_000, tokens_per_row=137, batch_size=4, gpu_name="NVIDIA H200")
     assert gpu < 30  # a small model on a GPU: launch-bound, seconds
+    launch_bound = throughput.estimate_time(demo, "lora", peak_tflops=989.4, train_tokens=52_000, tokens_per_row=137,
+                                            batch_size=4)
+    assert gpu == pytest.approx(launch_bound.seconds)  # the wizard's figure is plan's figure
+    assert launch_bound.seconds == pytest.approx(52_000 / (137 * 4) * throughput.MICRO_BATCH_FLOOR_S)
     # On a GPU it is the throughput model `plan` and the method step use: one figure everywhere.
-    big = estimate_seconds(llama, "qlora", 20_000_000, 3125, tokens_per_row=512, batch_size=2, backend="unsloth",
+    big = estimate_seconds(llama, "qlora", 20_000_000, tokens_per_row=512, batch_size=2, backend="unsloth",
                            gpu_name="NVIDIA GeForce RTX 4090")
     same = throughput.estimate_time(llama, "qlora", peak_tflops=165.2, train_tokens=20_000_000, tokens_per_row=512,
                                     batch_size=2, backend="unsloth")
     assert big == pytest.approx(same.seconds) and 3600 < big < 20 * 3600
-    two = estimate_seconds(llama, "qlora", 20_000_000, 3125, tokens_per_row=512, batch_size=2, backend="unsloth",
+    two = estimate_seconds(llama, "qlora", 20_000_000, tokens_per_row=512, batch_size=2, backend="unsloth",
                            gpu_name="RTX 4090", num_gpus=2)
     assert big / 2 < two < big  # two GPUs: faster, not quite twice
 

@@ -43,7 +43,7 @@ class PriceList:
     problem: str = ""  # one sentence when the person's file could not be used
 
     def for_gpu(self, name: str | None) -> Price | None:
-        spec = _spec(name)
+        spec = catalogue_gpu(name)
         return self.prices.get(spec.name) if spec is not None else None
 
 
@@ -58,7 +58,7 @@ def load_prices(path: Path | None = None, *, strict: bool = True) -> PriceList:
     currency, as_of = shipped.get("currency", "$"), shipped.get("as_of", "")
     prices = {}
     for name, value in shipped["usd_per_hour"].items():
-        spec = _spec(name)
+        spec = catalogue_gpu(name)
         if spec is not None:
             prices[spec.name] = Price(spec.name, float(value), currency, False, as_of)
     try:
@@ -72,7 +72,7 @@ def load_prices(path: Path | None = None, *, strict: bool = True) -> PriceList:
         if symbol != currency:  # another currency: the examples (dollars) would mix with it
             prices = {}
         for name, value in mine.items():
-            spec = _spec(name)
+            spec = catalogue_gpu(name)
             prices[spec.name] = Price(spec.name, float(value), symbol, True, "")
     return PriceList(prices)
 
@@ -98,13 +98,14 @@ def _read_mine(path: Path) -> dict:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise UserError(f'{path}: the price of "{key}" must be a number of money an hour, e.g. 0.69, not {value!r}.')
-        if _spec(key) is None:
+        if catalogue_gpu(key) is None:
             raise UserError(f'{path}: "{key}" is not a GPU of the catalogue; use a name `lora-tui plan --gpu` takes, e.g. "RTX 4090".')
         checked[key] = float(value)
     return checked
 
 
-def _spec(name: str | None):
+def catalogue_gpu(name: str | None):
+    """The catalogue's entry for a GPU name (an NVML name such as \"NVIDIA GeForce RTX 4090\" too), or None."""
     if not name:
         return None
     from engine.planner.hardware import find_gpu
@@ -246,7 +247,7 @@ def add_time_and_cost(plan: dict, info, workload: Workload, prices: PriceList | 
 
     prices = prices if prices is not None else load_prices()
     settings, hardware = plan["settings"], plan["hardware"]
-    spec = _spec(hardware.get("gpu"))
+    spec = catalogue_gpu(hardware.get("gpu"))
     price = prices.for_gpu(hardware.get("gpu"))
     num_gpus = int(hardware.get("world_size") or 1)  # plan --num-gpus N [--nodes M]: every GPU rented
     section = {"train_tokens": workload.train_tokens, "epochs": workload.epochs,
@@ -341,7 +342,7 @@ def method_step_lines(info, session, workload: Workload, gpu_name: str | None, r
     examples = sorted({p.as_of for p in prices.prices.values() if not p.mine})
     said = f"; prices marked * are examples ({', '.join(examples)}), not quotes" if examples else ""
     lines = [f"Time and cost for {workload.describe()}{said}:"]
-    spec = _spec(gpu_name)
+    spec = catalogue_gpu(gpu_name)
     rec = recommendation
     backend = session.backend
     if rec is not None and rec.method and spec is not None and spec.peak_tflops:

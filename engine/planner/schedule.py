@@ -49,7 +49,6 @@ EPOCH_TOLERANCE = 0.9  # an epoch of 90+ steps is "enough": no second pass for t
 # fp32 on AVX2 cores: the demo (95 steps, 52k tokens, 10 evaluations of 20 rows) took about 1,000
 # CPU-seconds on a busy 2-core machine, about 35 GFLOP/s a core; a little less, to be safe.
 CPU_GFLOPS_PER_CORE = 30.0
-GPU_STEP_FLOOR_S = 0.08  # small models on a GPU are bound by kernel launches, not FLOPs
 UNKNOWN_GPU_PEAK_TFLOPS = 100.0  # a GPU the catalogue does not list: an A10-class guess
 
 
@@ -123,7 +122,7 @@ def plan_schedule(train_rows: int, mean_tokens: float, method: str, params: Opti
     )
 
 
-def estimate_seconds(info, method: str, train_tokens: int, steps: int, *, tokens_per_row: float, batch_size: int = 1,
+def estimate_seconds(info, method: str, train_tokens: int, *, tokens_per_row: float, batch_size: int = 1,
                      trainable_params: int = 0, gradient_checkpointing: bool = True, backend: str = "auto",
                      gpu_name: Optional[str] = None, num_gpus: int = 1, cpu_cores: int = 1) -> float:
     """About how long training takes (evaluation and loading not counted): `train_tokens` over all
@@ -131,27 +130,18 @@ def estimate_seconds(info, method: str, train_tokens: int, steps: int, *, tokens
     from engine.planner import throughput
 
     if gpu_name:
-        spec = _catalogue_gpu(gpu_name)
+        from engine.planner.cost import catalogue_gpu
+
+        spec = catalogue_gpu(gpu_name)
         peak = spec.peak_tflops if spec is not None and spec.peak_tflops else UNKNOWN_GPU_PEAK_TFLOPS
-        estimate = throughput.estimate_time(
+        return throughput.estimate_time(
             info, method, peak_tflops=peak, train_tokens=train_tokens, tokens_per_row=tokens_per_row,
             batch_size=batch_size, trainable_params=trainable_params, gradient_checkpointing=gradient_checkpointing,
-            backend=backend, num_gpus=num_gpus)
-        return max(estimate.seconds, steps * GPU_STEP_FLOOR_S)
+            backend=backend, num_gpus=num_gpus).seconds
     cpu_method = "lora" if method == "qlora" else method  # no dequantisation kernels to pay for on a CPU
     per_token = throughput.flops_per_token(info, cpu_method, tokens_per_row=max(tokens_per_row, 1.0),
                                            trainable_params=trainable_params, gradient_checkpointing=gradient_checkpointing)
     return max(train_tokens, 0) * per_token / (CPU_GFLOPS_PER_CORE * 1e9 * max(cpu_cores, 1))
-
-
-def _catalogue_gpu(name: str):
-    from engine.errors import UserError
-    from engine.planner.hardware import find_gpu
-
-    try:
-        return find_gpu(name)
-    except UserError:
-        return None
 
 
 def recommended_template(model_name: str, has_chat_template: Optional[bool] = None) -> str:
@@ -170,11 +160,3 @@ def recommended_template(model_name: str, has_chat_template: Optional[bool] = No
     words = set(re.split(r"[^a-z0-9]+", model_name.lower()))
     instruct = bool(words & {"instruct", "chat", "it", "assistant"}) or "instruct" in model_name.lower()
     return "chat" if instruct else "alpaca"
-
-
-def describe_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

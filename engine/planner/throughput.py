@@ -31,6 +31,9 @@ UTILISATION = {"unsloth": 0.54, "peft": 0.40}
 DEQUANT_FLOPS_PER_WEIGHT = {"unsloth": 1250.0, "peft": 950.0}
 # Several GPUs (DDP / FSDP) do not add up exactly: gradients cross the link after every step.
 MULTI_GPU_EFFICIENCY = 0.9
+# A small model on a GPU is bound by kernel launches, not FLOPs: at least this long a micro-batch
+# (forward and backward) whatever the FLOP count says.
+MICRO_BATCH_FLOOR_S = 0.08
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,11 @@ def estimate_time(info, method: str, *, peak_tflops: float, train_tokens: int, e
     scale = gpus * (MULTI_GPU_EFFICIENCY if gpus > 1 else 1.0)
     delivered = peak_tflops * 1e12 * utilisation * scale
     tokens = int(math.ceil(max(train_tokens, 0) * max(epochs, 0.0)))
+    micro_batches = tokens / (tokens_per_row * max(batch_size, 1) * gpus)
+    seconds = max(tokens * per_token / delivered, micro_batches * MICRO_BATCH_FLOOR_S)
     return TimeEstimate(
-        seconds=tokens * per_token / delivered, tokens_per_second=delivered / per_token, flops_per_token=per_token,
-        peak_tflops=peak_tflops, utilisation=utilisation, tokens=tokens,
+        seconds=seconds, tokens_per_second=tokens / seconds if seconds else delivered / per_token,
+        flops_per_token=per_token, peak_tflops=peak_tflops, utilisation=utilisation, tokens=tokens,
     )
 
 

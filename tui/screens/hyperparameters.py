@@ -86,7 +86,8 @@ def _shown(value: Any) -> str:
 
 def summary_text(session: Session, facts: Optional[dict]) -> str:
     """What the values in the form add up to: optimizer steps, tokens, and about how long."""
-    from engine.planner.schedule import describe_duration, estimate_seconds, steps_per_epoch
+    from engine.planner.schedule import estimate_seconds, steps_per_epoch
+    from engine.planner.throughput import about
 
     t = session.training
     batch = f"effective batch {session.effective_batch_size} ({t.per_device_train_batch_size} × {t.gradient_accumulation_steps})"
@@ -105,7 +106,7 @@ def summary_text(session: Session, facts: Optional[dict]) -> str:
         length = f"{rows:,} rows × {t.num_train_epochs:g} epoch{'' if t.num_train_epochs == 1 else 's'}"
     tokens = int(trained_rows * facts["mean_tokens"])
     checkpointing = bool(t.gradient_checkpointing)
-    seconds = estimate_seconds(facts["info"], session.method, tokens, steps, tokens_per_row=facts["mean_tokens"],
+    seconds = estimate_seconds(facts["info"], session.method, tokens, tokens_per_row=facts["mean_tokens"],
                                batch_size=t.per_device_train_batch_size,
                                gradient_checkpointing=checkpointing, backend=session.backend,
                                gpu_name=facts.get("gpu"), num_gpus=facts.get("world_size") or 1,
@@ -113,7 +114,7 @@ def summary_text(session: Session, facts: Optional[dict]) -> str:
     gpus = facts.get("world_size") or 1
     device = (f"{gpus} × {facts['gpu']}" if gpus > 1 else facts["gpu"]) if facts.get("gpu") else f"{facts.get('cpu_cores') or 1} CPU cores"
     return (f"Training: [b]{steps:,} optimizer steps[/b]: {length} at {batch}, about {_tokens(tokens)} tokens, "
-            f"[b]about {describe_duration(seconds)}[/b] on {device}. {scale} {_step_cadence(t, steps, session)}")
+            f"[b]{about(seconds)}[/b] on {device}. {scale} {_step_cadence(t, steps, session)}")
 
 
 def _step_cadence(training, steps: int, session: Session) -> str:

@@ -179,6 +179,10 @@ def test_done_when_70b_on_two_4090s():
     assert lora["by_backend"]["peft"]["fits"] is True and lora["load_gb"] > lora["train_gb"]
     one = json.loads(plan_cli("--model", model, "--gpu", "RTX 4090", "--json").stdout)["recommendation"]
     assert one["method"] is None and one["strategy"] == "none"
+    # torchrun's own names for the same numbers
+    same = json.loads(plan_cli("--model", model, "--gpu", "RTX 4090", "--nproc-per-node", "2", "--nnodes", "1",
+                               "--json").stdout)["recommendation"]
+    assert same == rec
 
 
 def test_num_gpus_on_this_machine(tmp_path):

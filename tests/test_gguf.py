@@ -51,6 +51,17 @@ def test_an_architecture_llama_cpp_does_not_know_is_one_sentence(tmp_path):
     assert not (run_dir / "gguf").exists()
 
 
+def test_a_config_that_is_not_a_model_config_and_no_questions_are_one_sentence_each(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "merged").mkdir(parents=True)
+    write_session(run_dir, small_session(tmp_path))
+    (run_dir / "merged" / "config.json").write_text("[1, 2]")
+    result = run_cli("export", str(run_dir), "--gguf", "q8_0", timeout=300)
+    assert result.returncode == 2 and "not a model config" in _one_sentence(result)
+    result = run_cli("export", str(run_dir), "--check-prompts", "0", timeout=120)
+    assert result.returncode == 2 and "--check-prompts 0" in _one_sentence(result)
+
+
 def test_the_session_takes_output_gguf_and_old_sessions_still_load(tmp_path):
     from engine.errors import SessionError
     from engine.session.schema import load_session

@@ -163,3 +163,11 @@ def test_review_step_sets_and_shows_on_finish(tmp_path, monkeypatch):
             assert app.draft.session.output.on_finish is None
 
     asyncio.run(body())
+
+
+def test_a_blank_on_finish_is_off():
+    from engine.session.schema import session_from_dict
+
+    blank = session_from_dict({"dataset": {"path": "d.jsonl"}, "output": {"on_finish": "   "}})
+    assert blank.output.on_finish is None  # not an empty shell command run after the run
+    assert session_from_dict({"dataset": {"path": "d.jsonl"}, "output": {"on_finish": " echo done "}}).output.on_finish == "echo done"

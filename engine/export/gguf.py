@@ -80,6 +80,8 @@ def _architecture(folder: Path) -> str:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         raise UserError(f"{folder}: no readable config.json; nothing to convert.") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{folder / 'config.json'}: not a model config (a JSON object with \"architectures\"); nothing to convert.")
     architectures = config.get("architectures") or []
     return architectures[0] if architectures else str(config.get("model_type") or "unknown")
 
@@ -379,6 +381,8 @@ def export_command(argv: list[str]) -> int:
     else:
         progress = lambda text: print(text, flush=True)  # noqa: E731
     try:
+        if args.check_prompts < 1:
+            raise UserError(f"--check-prompts {args.check_prompts}: the check needs at least 1 question (default {CHECK_PROMPTS}).")
         report = export_gguf(args.run_dir, args.gguf, progress, args.check_prompts)
     except UserError as error:
         if args.json:

@@ -441,9 +441,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=("unsloth", "peft", "auto"), default="auto",
                         help="whose memory to estimate: unsloth or peft (default auto: Unsloth, with peft checked)")
     parser.add_argument("--rank", type=int, metavar="N", help="LoRA rank r (default: the recommendation's, 16)")
-    parser.add_argument("--num-gpus", type=int, default=1, metavar="N",
+    parser.add_argument("--num-gpus", "--nproc-per-node", dest="num_gpus", type=int, default=1, metavar="N",
                         help="GPUs a node (default 1): estimates become per GPU, and the recommendation picks DDP or FSDP")
-    parser.add_argument("--nodes", type=int, default=1, metavar="M", help="nodes with --num-gpus GPUs each (default 1)")
+    parser.add_argument("--nodes", "--nnodes", dest="nodes", type=int, default=1, metavar="M",
+                        help="nodes with --num-gpus GPUs each (default 1); torchrun's names work too")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code")
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     _time_and_cost_arguments(parser)

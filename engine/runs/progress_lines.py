@@ -7,18 +7,11 @@ import time
 from collections.abc import Callable
 from typing import Optional
 
+from engine.runs.progress import duration
+
 # Piped (a log file, `| tee`), the step counter is a plain line this often, not on every step.
 PIPED_STEP_SECONDS = 30.0
 BAR_CELLS = 20
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _num(value, spec: str) -> str:
@@ -60,7 +53,7 @@ def format_event(event: dict, session=None) -> str | None:
         return (
             f"step {event.get('step')}/{event.get('total_steps')} | loss {_num(event.get('loss'), '.4f')}"
             f" | lr {_num(event.get('learning_rate'), '.2e')} | {_num(event.get('tokens_per_second'), ',.0f')} tok/s"
-            f" | ETA {_duration(event.get('eta_seconds'))}"
+            f" | ETA {duration(event.get('eta_seconds'))}"
         )
     if kind == "eval":
         return f"eval at step {event.get('step')}: eval_loss {_num(event.get('eval_loss'), '.4f')}"
@@ -77,7 +70,7 @@ def format_event(event: dict, session=None) -> str | None:
         if event.get("status") != "completed":
             return None
         where = event.get("adapter_dir") or event.get("model_dir")
-        lines = [f"Done: {event.get('step')} steps in {_duration(event.get('train_runtime'))}. Saved to {where}"]
+        lines = [f"Done: {event.get('step')} steps in {duration(event.get('train_runtime'))}. Saved to {where}"]
         if event.get("adapter_dir"):
             lines.append(
                 "Load it with: from peft import AutoPeftModelForCausalLM; "
@@ -108,7 +101,6 @@ def format_event(event: dict, session=None) -> str | None:
 
 def step_line(progress) -> str:
     """"step 12/24 ▕██████░░░░▏ 50% | 1,204 tok/s | elapsed 1:02 | ETA 1:10" from a RunProgress."""
-    from engine.runs.progress import duration
 
     total = progress.total_steps
     parts = [f"step {progress.step}/{total or '?'}"]

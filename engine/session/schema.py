@@ -121,6 +121,11 @@ class OutputSection(_Section):
     # A GGUF type: the run ends with `lora-tui export --gguf TYPE` (a checked GGUF and a Modelfile).
     gguf: Optional[GgufType] = None
 
+    @field_validator("on_finish")
+    @classmethod
+    def _blank_is_off(cls, command: Optional[str]) -> Optional[str]:
+        return command.strip() or None if command is not None else None  # "   " would run an empty shell
+
 
 Strategy = Literal["auto", "none", "ddp", "fsdp"]
 

@@ -34,7 +34,7 @@ def args(out, find_unused):
     t = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-2,
                         num_train_epochs=1, max_steps=2, warmup_ratio=0.0, weight_decay=0.0, lr_scheduler_type="linear",
                         logging_steps=1, eval_steps=None, save_steps=100, save_total_limit=1, optim="adamw_torch",
-                        seed=0, gradient_checkpointing=True, max_grad_norm=1.0)
+                        seed=0, gradient_checkpointing=True, max_grad_norm=1.0, report_to="none", trackers=[])
     session = SimpleNamespace(training=t, model=SimpleNamespace(max_seq_length=16))
     kwargs = sft_config_kwargs(session, out, has_eval=False, on_gpu=False, bf16_ok=False, train_rows=16, world_size=2)
     accepted = set(TrainingArguments.__dataclass_fields__)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+EVALUATION_SECONDS = 5.0  # each evaluation in the check sleeps this long: time that is not training
 
 CHECK = r'''
 import json, sys, time
@@ -42,9 +43,11 @@ args = SFTConfig(output_dir=str(run_dir), max_length=256, per_device_train_batch
 trainer = trainer_class()(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tok)
 counter = count_training_tokens(trainer)
 
-class SlowEvaluation(TrainerCallback):  # an evaluation that takes a second: not training time
+EVALUATION_SECONDS = float(sys.argv[3])
+
+class SlowEvaluation(TrainerCallback):  # an evaluation that takes seconds: not training time
     def on_evaluate(self, args, state, control, **kwargs):
-        time.sleep(1.0)
+        time.sleep(EVALUATION_SECONDS)
 
 trainer.add_callback(SlowEvaluation())
 trainer.add_callback(ProgressCallback(EventWriter(run_dir), StopFlag(run_dir), counter))
@@ -61,7 +64,8 @@ def test_tokens_seen_counts_the_trained_batches_only(tmp_path):
     data = tmp_path / "same.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", CHECK, str(data), str(tmp_path / "run")], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", CHECK, str(data), str(tmp_path / "run"), str(EVALUATION_SECONDS)],
+                          capture_output=True,
                           text=True, timeout=600, cwd=tmp_path, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-3000:]
@@ -71,7 +75,7 @@ def test_tokens_seen_counts_the_trained_batches_only(tmp_path):
     assert result["samples"] == 3 * 2 * 2
     assert result["tokens"] == 3 * per_step
     assert result["tokens_seen"] == [per_step, 2 * per_step, 3 * per_step]
-    # Steps 2 and 3 each follow a one-second evaluation. Counted as training it would put the rate
-    # under per_step / 1 s; a step of this tiny model takes milliseconds (about half a second on a
-    # machine loaded with other trainings), so its own rate is well above that.
-    assert all(rate > per_step / 1.0 for rate in result["tokens_per_second"][1:]), result["tokens_per_second"]
+    # Steps 2 and 3 each follow a 5-second evaluation. Counted as training it would put the rate under
+    # per_step / 5 s; a step of this tiny model takes milliseconds (about a second on a 2-core machine
+    # running three trainings besides), so its own rate is well above that.
+    assert all(rate > per_step / EVALUATION_SECONDS for rate in result["tokens_per_second"][1:]), result["tokens_per_second"]

@@ -283,7 +283,7 @@ def test_key_g_exports_the_chosen_type_and_shows_both_answers(tmp_path, monkeypa
     from textual.widgets import Select, Static
 
     from tests.conftest import copy_run
-    from tests.test_finish_screen import RECORDED, SIZE, Host
+    from tests.test_finish_screen import RECORDED, Host
     from tui.screens.finish import FinishScreen
 
     monkeypatch.setattr(FinishScreen, "EXPORT_COMMAND", (str(_fake_export(tmp_path)),))
@@ -291,7 +291,7 @@ def test_key_g_exports_the_chosen_type_and_shows_both_answers(tmp_path, monkeypa
 
     async def scenario():
         app = Host(run_dir)
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=(80, 24)) as pilot:  # a small terminal: the panel is below the fold
             await pilot.pause(0.3)
             screen = app.screen
             assert not screen.query_one("#gguf-result").display  # nothing exported yet
@@ -299,8 +299,11 @@ def test_key_g_exports_the_chosen_type_and_shows_both_answers(tmp_path, monkeypa
             screen.query_one("#gguf-type", Select).value = "q8_0"
             await pilot.pause(0.1)
             assert f"lora-tui export {run_dir} --gguf q8_0" in str(screen.query_one("#gguf-command", Static).render())
+            panel = screen.query_one("#gguf-panel")
+            assert panel.region.y >= app.size.height  # below the fold until asked for
             await pilot.press("g")
             await pilot.pause(1.0)
+            assert 0 <= panel.region.y < app.size.height  # g scrolls to where the export happens
             assert "Converting merged/" in str(screen.query_one("#gguf-status", Static).render())  # progress shows
             for _ in range(40):
                 if not screen.exporting:

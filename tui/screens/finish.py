@@ -407,6 +407,7 @@ class FinishScreen(BackgroundWork, Screen):
         self.gguf_progress = f"Exporting {gguf_type} in a separate process ..."
         self.query_one("#gguf-status", Static).update(self.gguf_progress)
         self._gguf_timer = self.set_interval(0.5, self._show_gguf_progress)
+        self.query_one("#gguf-panel").scroll_visible()  # at 80x24 it is below the fold: show where it happens
         self.export_gguf(gguf_type)
 
     def _show_gguf_progress(self) -> None:

@@ -251,7 +251,7 @@ class HyperparametersScreen(StepScreen):
         rows = prepared.report.train_rows
         info = self.wizard.model_info(model_name)
         hardware, budget = self.wizard.hardware(), self.wizard.budget()
-        return {"key": key, "rows": rows, "mean_tokens": pc.sum(lengths).as_py() / max(rows, 1), "params": info.params,
+        return {"key": key, "rows": rows, "mean_tokens": pc.sum(lengths).as_py() / max(rows, 1),
                 "info": info, "gpu": budget.label if budget.kind == "VRAM" else None, "world_size": budget.world_size,
                 "cpu_cores": hardware.cpu_cores}
 
@@ -274,7 +274,7 @@ class HyperparametersScreen(StepScreen):
             from engine.planner.schedule import plan_schedule
 
             session, facts = self.wizard.session, self._facts
-            self._plan = plan_schedule(facts["rows"], facts["mean_tokens"], session.method, facts["params"],
+            self._plan = plan_schedule(facts["rows"], facts["mean_tokens"], session.method, facts["info"].params,
                                        session.training.per_device_train_batch_size,
                                        session.training.gradient_accumulation_steps)
         return self._plan

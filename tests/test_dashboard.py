@@ -12,8 +12,10 @@ import asyncio
 import functools
 import json
 import math
+import os
 import random
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -25,22 +27,23 @@ from engine.runs.events import EventWriter, read_events
 from engine.runs.registry import PAUSE_FILE, STOP_FILE, RunHandle
 from engine.session.schema import Session, load_session, save_session
 from engine.troubleshooting.diagnostics import Diagnostician
-from tui.screens.training import ExampleScreen, TrainingScreen
+from tui.screens.training import MEMORY_WIDTH, ExampleScreen, TrainingScreen, memory_line, ranks_memory_text
 from tui.widgets.findings_panel import FindingsPanel
 from tui.widgets.log_tail import LogTail, clean_lines
 from tui.widgets.loss_chart import LossChart, thin
 from tui.widgets.stat_panel import StatPanel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "events" / "memorise"
+HARDWARE = Path(__file__).parent / "hardware"  # profiles for the $LORA_TUI_HARDWARE seam
 SIZE = (120, 40)
 
 
 class Host(App):
     """Shows one run folder, records what the screen tells the app and what it launches."""
 
-    def __init__(self, run_dir: Path, under: bool = False):
+    def __init__(self, run_dir: Path, under: bool = False, probe_system: bool = False):
         super().__init__()
-        self.run_dir, self.under = run_dir, under
+        self.run_dir, self.under, self.probe_system = run_dir, under, probe_system
         self.launched: list[tuple[Session, bool]] = []
         self.finished: list = []
         self.changed: list = []
@@ -50,7 +53,7 @@ class Host(App):
             from textual.screen import Screen
 
             self.push_screen(Screen(id="review"))
-        self.push_screen(TrainingScreen(self.run_dir, probe_system=False, launch=self.launch))
+        self.push_screen(TrainingScreen(self.run_dir, probe_system=self.probe_system, launch=self.launch))
 
     def launch(self, session: Session, resume: bool = False) -> RunHandle:
         self.launched.append((session, resume))
@@ -359,6 +362,88 @@ def test_thin_keeps_the_last_point_and_a_bounded_count():
 
 def test_log_tail_keeps_what_a_progress_bar_finally_said():
     assert clean_lines("a\n 10%|#  | 1/9\r 20%|## | 2/9\n\x1b[32mok\x1b[0m\n") == ["a", " 20%|## | 2/9", "ok"]
+
+
+# -- memory of every GPU the run uses ------------------------------------------------------------------
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """Fake this machine's GPUs through the hardware seam: `gpus("h100x8.json")`."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return lambda profile: monkeypatch.setenv("LORA_TUI_HARDWARE", str(HARDWARE / profile))
+
+
+@pytest.mark.parametrize("profile, processes, line", [
+    ("rtx4090.json", 1, "0.9 / 24 GiB RTX 4090"),
+    ("rtx4090x2.json", 2, "10.2 · 9.8 / 24 GiB"),
+    ("h100x8.json", 8, "8× 9.8-10.4 / 80 GiB"),
+])
+def test_memory_line_shows_each_gpu_the_run_uses_in_one_row_at_80_columns(gpus, profile, processes, line):
+    gpus(profile)
+    assert memory_line(None, processes) == line and len(line) <= MEMORY_WIDTH
+
+
+def test_memory_line_says_more_where_the_panel_is_wider(gpus):
+    gpus("rtx4090x2.json")
+    assert memory_line(None, 2, width=40) == "GPU0 10.2 · GPU1 9.8 / 24 GiB RTX 4090"
+    assert memory_line(None, 1, width=40) == "10.2 / 24 GiB RTX 4090"  # one process: the first GPU only
+    assert memory_line(None, 4) == "10.2 · 9.8 / 24 GiB"  # no more GPUs than this machine has
+    gpus("h100x8.json")
+    assert memory_line(None, 8, width=25) == "8 GPUs 9.8-10.4 / 80 GiB"
+    assert memory_line(None, 8, width=60) == "8 GPUs 9.8-10.4 / 80 GiB H100 80GB HBM3"  # a range, not 8 numbers
+    assert memory_line(None, 2) == "10.1 · 9.8 / 80 GiB"  # 2 processes on an 8-GPU node: GPUs 0 and 1
+
+
+def test_memory_line_follows_cuda_visible_devices(gpus, monkeypatch):
+    gpus("rtx4090x2.json")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # the run was launched on the second GPU
+    assert memory_line(None, 1) == "9.8 / 24 GiB RTX 4090"
+
+
+def test_a_cpu_run_still_shows_the_workers_ram(gpus):
+    gpus("cpu_only.json")
+    assert memory_line(os.getpid(), 2).endswith(" GiB RAM") and memory_line(None) == "-"
+
+
+def test_the_workers_own_peaks_per_process_fit_too():
+    assert ranks_memory_text([8.1, 7.9]) == "8.1 · 7.9 GiB (ranks)"
+    assert ranks_memory_text([8.1, 7.9, 8.4, 8.0, 8.2, 8.3, 8.0, 8.1]) == "8 ranks 7.9-8.4 GiB"
+
+
+def two_process_run(tmp_path: Path) -> Path:
+    """A DDP run of 2 processes on this machine at step 2 (its events only; nothing trains)."""
+    run = tmp_path / "ddp"
+    writer = EventWriter(run)
+    writer.emit("start", total_steps=10, step=0, resume_from=None, pid=os.getpid(), host=socket.gethostname(),
+                world_size=2, strategy="ddp", gpu="NVIDIA GeForce RTX 4090")
+    writer.emit("log", step=2, loss=2.5, total_steps=10, memory_gb=8.1, memory_gb_ranks=[8.1, 7.9])
+    writer.emit("eval", step=2, eval_loss=2.6)
+    writer.close()
+    return run
+
+
+def memory_row(screen) -> tuple[str, int]:
+    stats = screen.query_one("#stats", Static)
+    return next(line for line in text_of(stats).splitlines() if line.startswith("memory")), stats.content_size.width
+
+
+@sync
+async def test_the_dashboard_of_a_two_process_run_shows_both_gpus(tmp_path, gpus):
+    gpus("rtx4090x2.json")
+    app = Host(two_process_run(tmp_path), probe_system=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        row, width = memory_row(app.screen)
+        assert row == "memory     10.2 · 9.8 / 24 GiB"
+        assert len(row) <= width  # one row: a wrapped one pushes the panel's last row out of its fixed height
+
+
+@sync
+async def test_without_nvml_figures_the_dashboard_shows_each_processs_peak(tmp_path):
+    app = Host(two_process_run(tmp_path))  # nothing probed: as when watching a run of another machine
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert memory_row(app.screen)[0] == "memory     8.1 · 7.9 GiB (ranks)"
 
 
 # -- snapshot -----------------------------------------------------------------------------------------

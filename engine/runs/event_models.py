@@ -62,6 +62,7 @@ class LogEvent(_Event):
     eta_seconds: Optional[float] = None
     total_steps: Optional[int] = None
     memory_gb: Optional[float] = None
+    memory_gb_ranks: Optional[list[float]] = Field(None, description="each process's peak GiB, when several train")
 
 
 class EvalEvent(_Event):

@@ -32,6 +32,7 @@ class RunProgress:
     samples_per_second: Optional[float] = None
     tokens_seen: Optional[int] = None
     memory_gb: Optional[float] = None
+    memory_gb_ranks: list[float] = field(default_factory=list)  # each process's peak, when several train
     learning_rate: Optional[float] = None
     grad_norm: Optional[float] = None
     last_loss: Optional[float] = None
@@ -93,6 +94,7 @@ class RunProgress:
         self.pid = event.get("pid") or self.pid
         self.host = event.get("host") or self.host
         self.world_size = int(event.get("world_size") or 1)
+        self.memory_gb_ranks = []  # a relaunch may run on fewer processes
         self.gpu = event.get("gpu") or self.gpu
         self.strategy = event.get("strategy") or self.strategy
         if self.started_at is None and isinstance(event.get("time"), (int, float)):
@@ -122,6 +124,9 @@ class RunProgress:
                 setattr(self, name, value)
         if isinstance(event.get("tokens_seen"), int):
             self.tokens_seen = event["tokens_seen"]
+        ranks = event.get("memory_gb_ranks")
+        if isinstance(ranks, list) and ranks and all(_number(v) is not None for v in ranks):
+            self.memory_gb_ranks = [float(v) for v in ranks]
         loss = event.get("loss")
         if isinstance(loss, (int, float)) and not isinstance(loss, bool):
             self.last_loss = float(loss)

@@ -10,6 +10,7 @@ the run. The run's state, step and ETA stay docked at the top at any terminal si
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -40,6 +41,9 @@ POLL_SECONDS = 0.5  # how often the events file's size is looked at: one stat() 
 LIVENESS_SECONDS = 2.0  # how often a live-looking run's processes are checked
 CHART_SECONDS = 2.0  # the loss chart and the sparklines: the costliest to draw, and they change slowly
 MEMORY_POLL_SECONDS = 2.0
+STAT_LABEL = 11  # the stat panel's label column
+EACH_GPU_UP_TO = 4  # more GPUs read better as a range than as a list of numbers
+MEMORY_WIDTH = 23  # its value column at 80 columns (38 wide, less border, padding and label): one row
 STOP_WAIT_SECONDS = 300.0  # how long a remedy waits for the old run to checkpoint and end
 
 
@@ -112,7 +116,8 @@ class TrainingScreen(BackgroundWork, Screen):
         self.view = RunProgress()
         self.probe_system = probe_system
         self._launch = launch
-        self._memory = "-"
+        self._memory: list | str = "-"  # this node's GPUs the run uses (GPUInfo), or a line
+        self._nnodes: Optional[int] = None  # from the run's session.json, read once
         self._finished_posted = False
         self._poll_timers: list = []  # paused while another screen covers this one
         self._shown_findings: list = []
@@ -224,7 +229,8 @@ class TrainingScreen(BackgroundWork, Screen):
     def _redraw(self) -> None:
         """Each part redraws only when what it shows has changed: an idle screen draws nothing."""
         view = self.view
-        stats = (view.events_seen, view.status_word, view.status_detail, self._memory, self._requested, self._gone)
+        stats = (view.events_seen, view.status_word, view.status_detail, self._memory, self._requested, self._gone,
+                 self._memory_width())
         if stats != self._shown_stats:
             self._shown_stats = stats
             self.query_one(RunStateBar).show(view, self._requested, self._controls_here(), gone=self._gone)
@@ -250,20 +256,48 @@ class TrainingScreen(BackgroundWork, Screen):
 
     # -- memory and liveness ----------------------------------------------------------------------
     def _memory_line(self) -> str:
+        width = self._memory_width()
+        if isinstance(self._memory, list):
+            return gpu_memory_text(self._memory, width)
         if self._memory != "-":
             return self._memory
+        if len(self.view.memory_gb_ranks) > 1:
+            return ranks_memory_text(self.view.memory_gb_ranks, width)
         if self.view.memory_gb is not None:
             return f"{self.view.memory_gb:.2f} GiB (worker)"
         return "-"
 
-    @work(thread=True, exclusive=True, group="memory", exit_on_error=False)
-    def poll_memory(self) -> str:
-        # NVML's init can take tens of milliseconds: never on the event loop.
-        return memory_line(self.view.pid) if self.view.live else self._memory
+    def _memory_width(self) -> int:
+        """Characters the stat panel has for the memory value now (MEMORY_WIDTH before layout)."""
+        try:
+            room = self.query_one("#stats", Static).content_size.width - STAT_LABEL
+        except Exception:
+            return MEMORY_WIDTH
+        return room if room > 0 else MEMORY_WIDTH
 
-    def memory_done(self, line: str) -> None:
-        if line != self._memory:
-            self._memory = line
+    @work(thread=True, exclusive=True, group="memory", exit_on_error=False)
+    def poll_memory(self) -> list | str:
+        # NVML's init can take tens of milliseconds: never on the event loop. The readings come
+        # back unformatted: the line is fitted to the panel's width when drawn.
+        if not self.view.live:
+            return self._memory
+        if not self._controls_here():
+            return "-"  # this machine's GPUs are not the run's: the worker's own figures instead
+        return local_memory(self.view.pid, self._local_processes())
+
+    def _local_processes(self) -> int:
+        """Processes of the run on this node: world size over the session's nodes."""
+        if self._nnodes is None:
+            try:
+                data = json.loads((self.run_dir / "session.json").read_text(encoding="utf-8"))
+                self._nnodes = max(int(data.get("distributed", {}).get("nnodes", 1)), 1)
+            except (OSError, ValueError, TypeError, AttributeError):
+                self._nnodes = 1
+        return max(self.view.world_size // self._nnodes, 1)
+
+    def memory_done(self, reading: list | str) -> None:
+        if reading != self._memory:
+            self._memory = reading
             self._redraw()
 
     def _worker_alive(self) -> bool:
@@ -410,18 +444,36 @@ class TrainingScreen(BackgroundWork, Screen):
         return f"{remedy['label']}: session saved, run {how}."
 
 
-def memory_line(pid: Optional[int]) -> str:
-    """GPU memory used / total through NVML (the planner's engine.planner.hardware, whose
-    $LORA_TUI_HARDWARE seam also applies here) where a GPU is, else the worker's RSS."""
+def local_gpus(count: int) -> list:
+    """The GPUs of this node a run of `count` local processes uses: one each, in the order
+    CUDA_VISIBLE_DEVICES gives (NVML numbers GPUs regardless of it), capped at the GPUs seen."""
     try:
         from engine.planner.hardware import probe_hardware
 
         gpus = probe_hardware().gpus
     except Exception:
-        gpus = []
-    if gpus:
-        gpu = gpus[0]  # training uses the first GPU
-        return f"{gpu.used_gb:.1f} / {gpu.total_gb:.0f} GiB {gpu.name}"
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").replace(" ", "")
+    if visible and all(part.isdigit() for part in visible.split(",")):
+        by_index = {gpu.index: gpu for gpu in gpus}
+        gpus = [by_index[int(part)] for part in visible.split(",") if int(part) in by_index] or gpus
+    return gpus[: max(count, 1)]
+
+
+def local_memory(pid: Optional[int], count: int = 1) -> list | str:
+    """This node's GPUs the run uses (a list, formatted when drawn), else the worker's RSS line."""
+    return local_gpus(count) or rss_line(pid)
+
+
+def memory_line(pid: Optional[int], count: int = 1, width: int = MEMORY_WIDTH) -> str:
+    """GPU memory used / total through NVML (the planner's engine.planner.hardware, whose
+    $LORA_TUI_HARDWARE seam also applies here) for the `count` GPUs a run uses on this node, in
+    at most `width` characters; on a CPU the worker's RSS."""
+    reading = local_memory(pid, count)
+    return gpu_memory_text(reading, width) if isinstance(reading, list) else reading
+
+
+def rss_line(pid: Optional[int]) -> str:
     if not pid:
         return "-"
     try:
@@ -433,3 +485,50 @@ def memory_line(pid: Optional[int]) -> str:
         return f"{rss / 2**30:.2f} / {total / 2**30:.0f} GiB RAM"
     except Exception:
         return "-"
+
+
+def gpu_memory_text(gpus: list, width: int = MEMORY_WIDTH) -> str:
+    """The most detailed of a few forms that fits `width` (a wrapped row would push the last stat
+    out of the panel): "GPU0 10.2 · GPU1 9.8 / 24 GiB RTX 4090", "10.2 · 9.8 / 24 GiB",
+    "8× 9.8-10.4 / 80 GiB"."""
+    used = [_gib(gpu.used_gb) for gpu in gpus]
+    names = [short_gpu_name(gpu.name) for gpu in gpus]
+    totals = [f"{gpu.total_gb:.0f}" for gpu in gpus]
+    span = _span([gpu.used_gb for gpu in gpus])
+    count = len(gpus)
+    if len(set(zip(names, totals))) == 1:  # one model: its size and name once
+        total, name = f"{totals[0]} GiB", names[0]
+        if count == 1:
+            forms = [f"{used[0]} / {total} {name}", f"{used[0]} / {total}"]
+        else:
+            each = " · ".join(f"GPU{gpu.index} {u}" for gpu, u in zip(gpus, used))
+            forms = [f"{each} / {total} {name}", f"{' · '.join(used)} / {total} {name}",
+                     f"{' · '.join(used)} / {total}"] if count <= EACH_GPU_UP_TO else []
+            forms += [f"{count} GPUs {span} / {total} {name}", f"{count} GPUs {span} / {total}", f"{count}× {span} / {total}"]
+    else:
+        forms = [" · ".join(f"{u} / {t} GiB {n}" for u, t, n in zip(used, totals, names)),
+                 " · ".join(f"{u}/{t}" for u, t in zip(used, totals)) + " GiB"] if count <= EACH_GPU_UP_TO else []
+        forms += [f"{count} GPUs {span} GiB used", f"{count}× {span} GiB"]
+    return next((form for form in forms if len(form) <= width), forms[-1])
+
+
+def ranks_memory_text(ranks: list[float], width: int = MEMORY_WIDTH) -> str:
+    """The worker's own per-process peaks (no NVML reading here): "10.2 · 9.8 GiB (ranks)"."""
+    forms = [f"{' · '.join(_gib(r) for r in ranks)} GiB (ranks)", f"{len(ranks)} ranks {_span(ranks)} GiB",
+             f"{len(ranks)}× {_span(ranks)} GiB"]
+    return next((form for form in forms if len(form) <= width), forms[-1])
+
+
+def short_gpu_name(name: str) -> str:
+    """NVML's name less the vendor's words ("RTX 4090" for "NVIDIA GeForce RTX 4090"): the panel is
+    narrow. Not the catalogue's name: it counts a 3090 Ti as a 3090."""
+    return " ".join(word for word in name.split() if word.lower() not in ("nvidia", "geforce", "tesla")) or name
+
+
+def _gib(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _span(values: list[float]) -> str:
+    low, high = _gib(min(values)), _gib(max(values))
+    return low if low == high else f"{low}-{high}"

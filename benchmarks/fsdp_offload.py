@@ -4,7 +4,9 @@ Run under torchrun (world size 1 is enough to see the offload: the whole model i
 
     python -m torch.distributed.run --standalone --nproc_per_node 1 benchmarks/fsdp_offload.py --model M
 
-Each case loads the model on this rank's device, shards it with the peft backend's own
+Each case loads the model on this rank's device (qlora: 4-bit in RAM with bnb_4bit_quant_storage = the
+compute dtype, as the peft backend loads it under FSDP, so shard_model moves the shards and the
+quantization states to the GPU), shards it with the peft backend's own
 `engine.training.fsdp.shard_model` (with `cpu_offload` off, then on), and trains `--steps` steps on
 random tokens: forward, backward, gradient clipping (the Trainer's; with offload a CPU collective,
 which needs the gloo half of the mesh's group), AdamW. It prints, per case, the GPU memory the model
@@ -23,7 +25,7 @@ import time
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="hub id or folder")
-    parser.add_argument("--cases", default="lora,full", help="comma-separated: lora (r 16, all linear layers) and/or full")
+    parser.add_argument("--cases", default="lora,full", help="comma-separated: lora (r 16, all linear layers), qlora (the same on 4-bit NF4) and/or full")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-seq-length", type=int, default=512)
@@ -59,6 +61,7 @@ def main(argv=None) -> int:
     ok = all(r["finite"] and r["offload_policy"] == r["cpu_offload"] for r in results)
     if on_gpu:  # on a GPU the offloaded shards are in RAM and the others on the device
         ok = ok and all(r["shards_on_cpu"] == r["cpu_offload"] for r in results)
+        ok = ok and all(r["quant_states_on"] in (None, "cuda") for r in results)  # 4-bit states beside the weights
     return 0 if ok else 1
 
 
@@ -80,8 +83,17 @@ def run_case(args, method: str, offload: bool, on_gpu: bool) -> dict:
 
     device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
     path = _model_path(args.model)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if on_gpu else torch.float32).to(device)
-    if method == "lora":
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quantization,
+                                                     device_map={"": "cpu"})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    if method in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
@@ -110,7 +122,9 @@ def run_case(args, method: str, offload: bool, on_gpu: bool) -> dict:
         losses.append(float(loss.detach().float().cpu()))
     local = next(p for p in model.parameters())
     local = local.to_local() if hasattr(local, "to_local") else local
+    states = [m.quant_state for m in model.modules() if getattr(m, "quant_state", None) is not None]
     result = {
+        "quant_states_on": states[0].absmax.device.type if states else None,
         "method": method, "cpu_offload": offload, "offload_policy": parameters_offloaded(model),
         "shards_on_cpu": local.device.type == "cpu", "steps": args.steps, "batch_size": args.batch_size,
         "max_seq_length": args.max_seq_length, "losses": losses,

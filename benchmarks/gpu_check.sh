@@ -149,7 +149,8 @@ fi
 
 # ---- issue 17: several GPUs (NCCL) and 4-bit under FSDP ------------------------------------------
 # The parts of tests/test_distributed.py a CPU cannot run: NCCL between GPUs, FSDP2 on CUDA, and
-# QLoRA under FSDP (Unsloth's FSDP2 storing the 4-bit weights in the compute dtype). Each case is a
+# QLoRA under FSDP (both backends store the 4-bit weights in the compute dtype; the peft backend loads
+# them into RAM and shards them with engine.training.fsdp, the 70B-on-two-24-GB recipe). Each case is a
 # 2-process `lora-tui --replay` of 20 steps, about 2 minutes; its checks are printed as PASS / FAIL.
 # Needs two GPUs (NCCL refuses two ranks on one GPU): on fewer it says so and skips. Skip with
 # SKIP_DISTRIBUTED=1.
@@ -209,6 +210,7 @@ EOF
     distributed_case ddp-peft 240 peft lora ddp
     distributed_case fsdp-peft 240 peft lora fsdp
     distributed_case fsdp-qlora-unsloth 300 unsloth qlora fsdp
+    distributed_case fsdp-qlora-peft 300 peft qlora fsdp
 fi
 # ---- end of issue 17 -------------------------------------------------------------------------------
 
@@ -216,13 +218,13 @@ fi
 # The CPU tests run the offload's code path over gloo, where nothing moves; here it runs on CUDA:
 # pinned shards, the cpu:gloo,cuda:nccl group for the clipping's CPU collective, and the memory it
 # saves. One process under torchrun (world size 1: the whole model is one shard, in RAM with the
-# offload), the peft backend's own shard_model, LoRA and full fine-tuning, each without and with the
-# offload; fsdp_offload.py prints the peak GPU memory of the steps and the seconds a step for both,
+# offload), the peft backend's own shard_model, LoRA, QLoRA (4-bit loaded in RAM, its quantization states
+# moved to the GPU with the shards) and full fine-tuning, each without and with the offload; fsdp_offload.py prints the peak GPU memory of the steps and the seconds a step for both,
 # and fails when a loss is not finite or a shard is not where the setting says. About 1.5 minutes.
 # Skip with SKIP_FSDP_OFFLOAD=1.
 if [ -z "${SKIP_FSDP_OFFLOAD:-}" ]; then
     TORCHRUN_ONE="-m torch.distributed.run --standalone --nproc_per_node 1"
-    bench fsdp-offload 180 $TORCHRUN_ONE benchmarks/fsdp_offload.py --model "$MODEL" --cases lora,full --steps 6 \
+    bench fsdp-offload 180 $TORCHRUN_ONE benchmarks/fsdp_offload.py --model "$MODEL" --cases lora,qlora,full --steps 6 \
         --batch-size 4 --max-seq-length 512
 fi
 # ---- end of the issue 17 follow-up ------------------------------------------------------------------

@@ -234,12 +234,15 @@ def test_fsdp2_holds_half_the_parameters_per_rank_and_trains(tmp_path):
 
 
 @trains
-def test_fsdp2_with_cpu_offload_trains(tmp_path):
-    """distributed.cpu_offload on the peft backend: FSDP2's CPUOffloadPolicy on every fully_shard
-    (unpinned on the CPU, where gloo carries the collectives), half the parameters a rank, a step
-    trained, one adapter. On the CPU nothing moves, so this checks the code path, not the memory
-    (benchmarks/gpu_check.sh measures that on a GPU)."""
-    session = _session(tmp_path, distributed__strategy="fsdp", distributed__cpu_offload=True, training__max_steps=1)
+def test_qlora_fsdp2_with_cpu_offload_trains(tmp_path):
+    """The 70B-on-two-24-GB-cards recipe, QLoRA + FSDP2 + CPU offload, on the demo model: the session's
+    backend "auto" runs it on the peft backend (Unsloth refuses 4-bit FSDP2 on the CPU), the packed
+    4-bit weights stored in the compute dtype (bnb_4bit_quant_storage) and sharded like the rest, half
+    the parameter elements a rank, FSDP2's CPUOffloadPolicy on every fully_shard (unpinned on the CPU,
+    where gloo carries the collectives), two steps trained, one adapter. On the CPU nothing moves, so
+    this checks the code path, not the memory (benchmarks/gpu_check.sh measures that on a GPU)."""
+    session = _session(tmp_path, backend="auto", method="qlora", distributed__strategy="fsdp",
+                       distributed__cpu_offload=True, training__max_steps=2)
     log = tmp_path / "replay.log"
     code, output = _wait(_replay(write_session(tmp_path, session), log=log), log)
     assert code == 0, output[-3000:]
@@ -251,12 +254,17 @@ def test_fsdp2_with_cpu_offload_trains(tmp_path):
         assert abs(report["params_held"] / report["params_total"] - 0.5) < 0.01, report
     events = events_of(run_dir)
     assert [e["world_size"] for e in events if e["event"] == "start"] == [2]
+    assert not [e for e in events if e["event"] == "fallback"]  # peft from the start, not after Unsloth failed
+    model = next(e for e in events if e["event"] == "model")
+    assert model["quantized_modules"] > 0 and model["bnb_4bit_quant_storage"] == "float32"  # the CPU's compute dtype
+    losses = [e["loss"] for e in events if e["event"] == "log" and e.get("loss") is not None]
+    assert losses and all(0 < loss < 10 for loss in losses)
     assert [e["event"] for e in events][-1] == "end" and events[-1]["status"] == "completed"
     from safetensors.torch import load_file
 
     adapter = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert any(name.endswith("lora_B.weight") and value.abs().sum() > 0 for name, value in adapter.items())  # trained
-    assert (run_dir / "checkpoint-1" / "optimizer.pt").is_file()
+    assert (run_dir / "checkpoint-2" / "optimizer.pt").is_file()
 
 
 # -- the DDP trap, on a tiny model --------------------------------------------------------------------
@@ -274,6 +282,21 @@ def test_lora_ddp_reentrant_checkpointing_trap_and_its_fix(tmp_path):
         assert not rank["trap"]["ok"] and rank["trap"]["ready_twice"], rank["trap"]
         assert rank["ours"]["ok"] and rank["ours"]["find_unused"] is False and rank["ours"]["ddp_backend"] == "gloo"
     assert seen[0]["ours"]["sha256"] == seen[1]["ours"]["sha256"]
+
+
+@trains
+def test_qlora_sharded_by_fsdp2_matches_the_unsharded_model(tmp_path):
+    """The 4-bit weights sharded by engine.training.fsdp.shard_model: each rank holds half of the packed
+    weights, and the logits and adapter gradients equal the unsharded 4-bit model's exactly."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "tests" / "fsdp_qlora_worker.py"), str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=ROOT, env=_env())
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"qlora-rank-{rank}.json").read_text())
+        assert seen["logits_diff"] == 0.0 and seen["grads_diff"] == 0.0, seen
+        assert seen["packed_dtype"] == "torch.float32"  # bnb_4bit_quant_storage: eight 4-bit weights an fp32
+        assert seen["packed_local"][0] * 2 == seen["packed_whole"][0] and abs(seen["held"] / seen["total"] - 0.5) < 0.01
 
 
 # -- quick checks: no training ---------------------------------------------------------------------
@@ -322,23 +345,33 @@ def test_the_supervisor_starts_unsloth_fsdp_with_its_own_switch(tmp_path):
     assert one.worker_command("peft", resume=False)[0][1:3] == ["-m", "engine.training.worker"]
 
 
-def test_qlora_with_fsdp_is_refused_where_it_cannot_shard_4bit(tmp_path):
-    session = session_from_dict({"dataset": {"path": str(DEMO_DATA)}, "method": "qlora",
+def test_qlora_with_fsdp_runs_on_peft_and_unsloth_is_refused_on_the_cpu(tmp_path):
+    """QLoRA + FSDP: both backends on GPUs; on the CPU only peft (Unsloth's FSDP2 refuses 4-bit there),
+    which "auto" picks from the start; backend "unsloth" is one sentence before anything is written."""
+    session = session_from_dict({"dataset": {"path": str(DEMO_DATA)}, "method": "qlora", "backend": "auto",
                                  "distributed": {"nproc_per_node": 2, "strategy": "fsdp"}})
     launch = resolve_launch(session, gpus=2)
-    distributed.check_strategy(session, launch, "unsloth", on_gpu=True)  # Unsloth's FSDP2 stores 4-bit in bf16
-    with pytest.raises(Exception, match="needs the unsloth backend"):
-        distributed.check_strategy(session, launch, "peft", on_gpu=True)
-    data = small_session(tmp_path, method="qlora", distributed__nproc_per_node=2, distributed__strategy="fsdp")
+    for backend in ("unsloth", "peft"):
+        distributed.check_strategy(session, launch, backend, on_gpu=True)
+    distributed.check_strategy(session, launch, "peft", on_gpu=False)
+    assert distributed.first_backend(session, launch, on_gpu=False) == "peft"
+    assert distributed.first_backend(session, launch, on_gpu=True) == "unsloth"
+    with pytest.raises(Exception, match="peft backend only"):
+        distributed.check_strategy(session, launch, "unsloth", on_gpu=False)
+    data = small_session(tmp_path, method="qlora", backend="unsloth", distributed__nproc_per_node=2,
+                         distributed__strategy="fsdp")
     result = run_cli("--replay", str(write_session(tmp_path, data)), timeout=120)
-    assert result.returncode == 2 and "GPUs only" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode == 2 and "peft backend only" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before anything was written
     from engine.training.preflight import PreflightReport, _check_processes
 
     report = PreflightReport()
-    _check_processes(session, report)  # what --dry-run says about it
+    _check_processes(session_from_dict(data), report)  # what --dry-run says about it
     assert report.lines == ["Processes: 2 processes on this node (FSDP) through torchrun"]
-    assert len(report.problems) == 1 and "GPUs only" in report.problems[0]
+    assert len(report.problems) == 1 and "peft backend only" in report.problems[0]
+    report = PreflightReport()
+    _check_processes(session, report)  # "auto": runs, on peft
+    assert not report.problems
 
 
 def test_node_rank_is_checked_and_goes_with_replay(tmp_path):

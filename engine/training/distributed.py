@@ -95,20 +95,29 @@ def resolve_launch(session, node_rank: Optional[int] = None, gpus: Optional[int]
     return Launch(nproc, d.nnodes, rank, d.rdzv_endpoint, strategy)
 
 
+def first_backend(session, launch: Launch, on_gpu: bool) -> str:
+    """The backend a run starts on: the session's, and for "auto" Unsloth where it imports, except
+    QLoRA under FSDP on the CPU, which only the peft backend runs (Unsloth's FSDP2 refuses a 4-bit
+    model there: unsloth/models/fsdp2_native.py)."""
+    if session.backend == "peft":
+        return "peft"
+    if session.backend == "auto" and _qlora_under_fsdp(session, launch) and not on_gpu:
+        return "peft"
+    return "unsloth"
+
+
+def _qlora_under_fsdp(session, launch: Launch) -> bool:
+    return launch.strategy == "fsdp" and session.method == "qlora"
+
+
 def check_strategy(session, launch: Launch, backend: str, on_gpu: bool) -> None:
-    """Refuse, in one sentence, what cannot run: QLoRA under FSDP shards 4-bit weights only with
-    Unsloth's FSDP2 on GPUs (it stores them in the compute dtype, bnb_4bit_quant_storage, and keeps
-    their quantization state); plain FSDP2 on the peft backend would drop that state."""
+    """Refuse, in one sentence, what cannot run. QLoRA under FSDP shards the packed 4-bit weights
+    (stored as bnb_4bit_quant_storage = the compute dtype) on both backends on GPUs, and on the peft
+    backend on the CPU too (engine.training.fsdp); Unsloth refuses 4-bit FSDP2 on the CPU."""
     check_offload(session, launch)
-    if launch.strategy != "fsdp" or session.method != "qlora":
-        return
-    if not on_gpu:
-        raise UserError("QLoRA with distributed.strategy \"fsdp\" shards 4-bit weights on GPUs only; on the CPU use "
-                        "method \"lora\" with FSDP, or strategy \"ddp\".")
-    if backend == "peft":
-        raise UserError("QLoRA with distributed.strategy \"fsdp\" needs the unsloth backend (its FSDP2 keeps the 4-bit "
-                        "weights' quantization state, stored as bnb_4bit_quant_storage = the compute dtype); on the "
-                        "peft backend use method \"lora\" with FSDP, or strategy \"ddp\".")
+    if _qlora_under_fsdp(session, launch) and backend == "unsloth" and not on_gpu:
+        raise UserError("QLoRA with distributed.strategy \"fsdp\" on the CPU runs on the peft backend only (Unsloth's "
+                        "FSDP2 shards 4-bit weights on GPUs only); set backend \"peft\" or \"auto\".")
 
 
 def check_offload(session, launch: Launch) -> None:

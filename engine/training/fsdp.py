@@ -24,6 +24,13 @@ The model arrives in RAM (the peft backend loads it on the CPU under FSDP) and `
 it to the GPU one unit at a time, each already cut to this rank's shard: the whole model never lands
 on a GPU (engine.planner.distributed_terms plans that loading).
 
+QLoRA shards the same way: the packed 4-bit weights are parameters stored in the compute dtype
+(bnb_4bit_quant_storage, set by the peft backend under FSDP), so each rank holds about 1 / world size
+of them and a layer's all-gather brings its 4-bit weights whole. The quantization state (absmax,
+the NF4 code) is not a parameter: it stays whole on every rank, on the module, and bitsandbytes'
+Linear4bit hands it back to the gathered weight in forward (fix_4bit_weight_quant_state_from_module).
+A 2-process run on the CPU over gloo gives the unsharded model's logits and gradients bit for bit.
+
 On the unsloth backend Unsloth shards the model itself (UNSLOTH_FSDP2=1, set by the supervisor; its
 own switch for the offload is UNSLOTH_FSDP2_CPU_OFFLOAD=1, unsloth/models/fsdp2_native.py).
 """
@@ -79,10 +86,28 @@ def shard_model(model, cpu_offload: bool = False):
         mesh = DeviceMesh.from_group(dist.new_group(backend="cpu:gloo,cuda:nccl"), device_type)
     else:
         mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        # TRL's SFTTrainer casts a quantized model's adapters to bf16 in its constructor (the QLoRA paper's
+        # choice). Here the model is sharded before the trainer exists, and that cast after fully_shard
+        # would change each local shard under a DTensor that still says fp32: so it happens first.
+        for name, param in model.named_parameters():
+            if param.requires_grad and "lora_magnitude_vector" not in name:
+                param.data = param.data.to(torch.bfloat16)
+    if device_type == "cuda":
+        _quant_states_to(model, torch.device("cuda", torch.cuda.current_device()))
     for layer in layers:
         fully_shard(layer, mesh=mesh, **options)
     fully_shard(model, mesh=mesh, **options)
     return model
+
+
+def _quant_states_to(model, device) -> None:
+    """4-bit layers' quantization states to this rank's GPU: they are not parameters, so fully_shard
+    does not place them (bitsandbytes' Params4bit.to moves them as a side effect; this says so)."""
+    for module in model.modules():
+        state = getattr(module, "quant_state", None)
+        if state is not None and hasattr(state, "to"):
+            state.to(device)  # QuantState.to moves its tensors in place
 
 
 def parameters_offloaded(model) -> bool:

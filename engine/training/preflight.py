@@ -92,9 +92,9 @@ def _check_processes(session: Session, report: PreflightReport) -> None:
     if launch.distributed:
         offload = ", shards in RAM (CPU offload)" if session.distributed.cpu_offload and launch.strategy == "fsdp" else ""
         report.lines.append(f"Processes: {distributed.describe(launch)} through torchrun{offload}")
-    backend = "unsloth" if session.backend in ("auto", "unsloth") else "peft"
+    on_gpu = distributed.visible_gpus() > 0
     try:
-        distributed.check_strategy(session, launch, backend, on_gpu=distributed.visible_gpus() > 0)
+        distributed.check_strategy(session, launch, distributed.first_backend(session, launch, on_gpu), on_gpu=on_gpu)
     except UserError as error:
         report.problems.append(str(error))
 

@@ -51,8 +51,8 @@ def replay(session_path: str, *, dry_run: bool = False, resume: bool = False, oo
     from engine.training.preflight import check_trackers
 
     check_trackers(session)  # a tracker that is not installed: one sentence, before anything runs
-    first_backend = "unsloth" if session.backend in ("auto", "unsloth") else "peft"
-    distributed.check_strategy(session, launch, first_backend, on_gpu=distributed.visible_gpus() > 0)
+    on_gpu = distributed.visible_gpus() > 0
+    distributed.check_strategy(session, launch, distributed.first_backend(session, launch, on_gpu), on_gpu=on_gpu)
     run_dir = Path(session.output.dir)
     _check_run_dir(run_dir, resume, session_path)
     return Supervisor(session, run_dir, Path(session_path), out, launch=launch).run(resume=resume, oom_retry=oom_retry)
@@ -117,7 +117,7 @@ class Supervisor:
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
         tail = EventTail(self.run_dir / EVENTS_FILE)
         list(tail.read_new())  # a resumed run's old events are history, not news
-        backend = "unsloth" if self.session.backend in ("auto", "unsloth") else "peft"
+        backend = distributed.first_backend(self.session, self.launch, distributed.visible_gpus() > 0)
         retries = 0
         if self.launch.distributed:
             self.out(f"Training with {distributed.describe(self.launch)} through torchrun"

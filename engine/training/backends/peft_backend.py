@@ -53,13 +53,23 @@ def load(session, model_path: str):
     if session.method == "qlora":
         from transformers import BitsAndBytesConfig
 
+        sharded = loads_in_ram(session)
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            # Under FSDP the packed 4-bit weights are sharded like any other parameter: stored in the
+            # compute dtype they travel with the rest of a layer's all-gather and survive any cast to
+            # that dtype (the FSDP + QLoRA recipe: Answer.AI's fsdp_qlora, PEFT's FSDP-QLoRA guide).
+            # bitsandbytes keeps each layer's quantization state on the module and gives it back to
+            # the gathered weight in forward; fully_shard's move to the GPU moves that state too.
+            bnb_4bit_quant_storage=dtype if sharded else torch.uint8,
         )
         kwargs["dtype"] = dtype
+        if sharded:
+            # Quantized in RAM: without a device_map transformers puts a 4-bit model on the current GPU.
+            kwargs["device_map"] = {"": "cpu"}
     elif session.method == "full" and dtype == torch.float16:
         # fp16 weights cannot be trained with fp16 mixed precision (the scaler refuses fp16 gradients).
         kwargs["dtype"] = torch.float32

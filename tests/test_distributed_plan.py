@@ -62,22 +62,28 @@ def test_fsdp_divides_the_model_states_and_adds_gathered_layers():
     one = estimate_memory(info, "qlora", **kwargs)
     fsdp = estimate_memory(info, "qlora", strategy="fsdp", world_size=2, **kwargs)
     ddp = estimate_memory(info, "qlora", strategy="ddp", world_size=2, **kwargs)
-    for part in ("weights", "adapter", "gradients", "optimizer"):
+    # QLoRA + FSDP shards the packed 4-bit weights; their quantization states stay whole on each GPU.
+    states = fsdp.components["quant_states"]
+    assert fsdp.unsharded["weights"] + states == pytest.approx(one.components["weights"], abs=0.002)
+    assert fsdp.components["weights"] == pytest.approx(fsdp.unsharded["weights"] / 2, abs=0.002)
+    for part in ("adapter", "gradients", "optimizer"):
         assert fsdp.unsharded[part] == one.components[part]
         assert fsdp.components[part] == pytest.approx(one.components[part] / 2, abs=0.002)
+    for part in ("weights", "adapter", "gradients", "optimizer"):
         assert ddp.components[part] == one.components[part]
-    # QLoRA + FSDP shards the 4-bit weights: half of the 36.8 GiB 4-bit model a GPU.
-    assert 18 < fsdp.components["weights"] < 19
-    # Two 4-bit decoder layers (prefetch) and the 16-bit embedding and head of the root.
-    layer = (info.quantizable_params / info.num_layers) * 0.516 / GIB
+    # Half of the 36.8 GiB 4-bit model a GPU, of which about 1 GiB of states is whole on each.
+    assert 1.0 < states < 1.05 and 18 < fsdp.components["weights"] + states < 19.5
+    # Two packed 4-bit decoder layers (prefetch) and the 16-bit embedding and head of the root.
+    layer = (info.quantizable_params / info.num_layers) * 0.5 / GIB
     root = info.embedding_params * 2 / GIB
     assert fsdp.components["gathered"] == pytest.approx(2 * layer + root, rel=0.05)
     assert ddp.components["buckets"] == one.components["gradients"]
     for part in ("activations", "logits"):  # each GPU its own micro-batch
         assert fsdp.components[part] == ddp.components[part] == one.components[part]
     offload = estimate_memory(info, "qlora", strategy="fsdp", world_size=2, cpu_offload=True, **kwargs)
-    assert offload.components["weights"] == 0 and offload.offloaded_gb == pytest.approx(
-        sum(one.components[p] for p in ("weights", "adapter", "gradients", "optimizer")) / 2, abs=0.01)
+    assert offload.components["weights"] == 0 and offload.components["quant_states"] == states
+    assert offload.offloaded_gb == pytest.approx(
+        (sum(one.components[p] for p in ("weights", "adapter", "gradients", "optimizer")) - states) / 2, abs=0.01)
     with pytest.raises(UserError, match="ddp"):
         estimate_memory(info, "qlora", strategy="none", world_size=2)
 
@@ -94,12 +100,13 @@ def test_recommendation_picks_the_strategy():
     assert (fsdp.method, fsdp.strategy, fsdp.cpu_offload) == ("full", "fsdp", False)
     assert "FSDP" in fsdp.reason and "one GPU would allow only LoRA" in fsdp.reason
     # 70B on 24 GB cards: Unsloth would load the whole 4-bit model (36.8 GB) onto every GPU before
-    # sharding it, and the peft backend cannot shard 4-bit weights, so 16-bit LoRA, loaded into RAM on
-    # the peft backend, sharded with the shards in RAM; the backend is pinned (see test_load_term_*).
+    # sharding it, so QLoRA loaded into RAM on the peft backend, sharded with the shards in RAM (no
+    # layout fits without the offload: peft keeps the embedding and head in fp32, gathered whole); the
+    # backend is pinned (see test_load_term_*).
     four = recommend(big, 24, num_gpus=4)
-    assert (four.method, four.strategy, four.cpu_offload, four.backend) == ("lora", "fsdp", True, "peft")
+    assert (four.method, four.strategy, four.cpu_offload, four.backend) == ("qlora", "fsdp", True, "peft")
     two = recommend(big, 24, num_gpus=2)
-    assert (two.method, two.strategy, two.cpu_offload, two.backend) == ("lora", "fsdp", True, "peft")
+    assert (two.method, two.strategy, two.cpu_offload, two.backend) == ("qlora", "fsdp", True, "peft")
     assert two.estimate.total_gb <= 24 * 0.9 and "CPU offload" in two.reason
     short = recommend(big, 24, num_gpus=2, node_ram_gb=30)  # the whole model does not fit this node's RAM to load
     assert short.method is None and "load" in short.reason
@@ -115,26 +122,59 @@ def test_load_term_70b_on_two_4090s():
     info = inspect_model(str(CONFIGS / "llama-3.1-70b"))
     kwargs = dict(batch_size=4, gradient_checkpointing="unsloth", strategy="fsdp", world_size=2, cpu_offload=True)
     unsloth = estimate_memory(info, "qlora", backend="unsloth", **kwargs)
-    # The training step fits a 24 GB card (7.4 GB); the load does not: 36.8 GiB of 4-bit weights on each GPU.
+    # The training step fits a 24 GB card; the load does not: 36.8 GiB of 4-bit weights on each GPU.
     assert unsloth.train_gb < 24 * 0.9 < unsloth.load_gb and unsloth.total_gb == unsloth.load_gb
     assert unsloth.load_gb > 36.8 and unsloth.load_ram_gb == 0
     peft = estimate_memory(info, "lora", backend="peft", **kwargs)
     # A peft GPU holds at most one whole unit while loading (the 16-bit embedding and head: ~2 x 1.96 GiB),
     # the RAM the whole 16-bit model in each process; the training step is the GPU's peak.
     assert peft.load_gb < 6 and peft.total_gb == peft.train_gb and peft.load_ram_gb == pytest.approx(131.4, abs=0.1)
-    assert estimate_memory(info, "qlora", backend="peft", **kwargs).refused  # peft cannot shard 4-bit weights
+    qlora = estimate_memory(info, "qlora", backend="peft", **kwargs)
+    # peft shards the packed 4-bit weights too; their quantization states stay whole on each GPU (about
+    # 1/32 of the 4-bit bytes), and loading holds the 4-bit model (non-4-bit parts in fp32) in each process's RAM.
+    assert qlora.components["quant_states"] == pytest.approx(1.01, abs=0.02)
+    assert qlora.unsharded["weights"] == pytest.approx(39.7, abs=0.1) and qlora.components["weights"] == 0  # in RAM
+    assert qlora.total_gb < 24 * 0.9 and qlora.load_ram_gb == pytest.approx(40.7, abs=0.2)
     ddp = estimate_memory(info, "qlora", backend="unsloth", batch_size=1, strategy="ddp", world_size=2)
-    assert ddp.load_gb == 0 and ddp.total_gb == ddp.train_gb  # a full copy on each GPU: the step is the peak
+    assert ddp.load_gb == 0 and ddp.total_gb == ddp.train_gb and "quant_states" not in ddp.components
 
     two = recommend(info, 24, num_gpus=2)
-    assert (two.method, two.strategy, two.cpu_offload, two.backend) == ("lora", "fsdp", True, "peft")
+    assert (two.method, two.strategy, two.cpu_offload, two.backend) == ("qlora", "fsdp", True, "peft")
     assert two.estimate.backend == "peft" and two.estimate.total_gb == two.estimate.train_gb
     assert "Unsloth loads the whole model onto every GPU" in two.reason and "backend is set to peft" in two.reason
-    assert any("131.4 GB a process" in note and "not checked" in note for note in two.notes)  # a catalogue GPU
-    roomy = recommend(info, 24, num_gpus=2, node_ram_gb=400)  # this machine's RAM holds two whole copies
-    assert roomy.method == "lora" and not roomy.notes
+    assert "40.7 GB while loading" in two.reason
+    assert any("40.7 GB a process" in note and "not checked" in note for note in two.notes)  # a catalogue GPU
+    roomy = recommend(info, 24, num_gpus=2, node_ram_gb=128)  # a node's RAM holds the two 4-bit copies
+    assert roomy.method == "qlora" and not roomy.notes
+    tight = recommend(info, 24, num_gpus=2, node_ram_gb=64)  # 2 x 40.7 GB does not fit 80% of 64 GB
+    assert tight.method is None and "40.7 GB of RAM a process (81 GB a node; 64 GB available)" in tight.reason
+    assert "about 102 GB of RAM, more GPUs" in tight.reason
     pinned = recommend(info, 24, num_gpus=2, backend="unsloth")  # Unsloth chosen: nothing loads
     assert pinned.method is None and "Unsloth loads the whole 4-bit model onto every GPU" in pinned.reason
+
+
+def test_quantization_state_bytes_match_bitsandbytes(demo_model_path):
+    """The planner's 4-bit bytes against the real thing: the demo model quantized by bitsandbytes (NF4,
+    double quantisation) on the CPU, its packed weights and quantization states counted tensor by tensor."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from engine.planner.memory import NF4_DOUBLE_QUANT_BYTES, NF4_PACKED_BYTES
+
+    path = demo_model_path
+    info = inspect_model(path)
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=config, dtype=torch.float32)
+    packed = states = 0
+    for module in model.modules():
+        if type(module).__name__ != "Linear4bit":
+            continue
+        packed += module.weight.numel() * module.weight.element_size()
+        q = module.quant_state
+        states += sum(t.numel() * t.element_size() for t in (q.absmax, q.state2.absmax))
+    assert packed == pytest.approx(info.quantizable_params * NF4_PACKED_BYTES, rel=0.001)
+    assert states == pytest.approx(info.quantizable_params * (NF4_DOUBLE_QUANT_BYTES - NF4_PACKED_BYTES), rel=0.02)
 
 
 def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = None) -> subprocess.CompletedProcess:
@@ -149,32 +189,33 @@ def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = N
 
 
 def test_done_when_70b_on_two_4090s():
-    """Issue 17's done-when, with the loading planned: Llama-3.1-70B on 2 x RTX 4090 is FSDP with CPU
-    offload, per-GPU parts and the load shown; QLoRA would not load (Unsloth puts the whole 4-bit model on
-    each GPU; peft cannot shard 4-bit weights), so 16-bit LoRA on the peft backend; on one 4090 nothing fits."""
+    """Issue 17's done-when, with the loading planned: Llama-3.1-70B on 2 x RTX 4090 is QLoRA with FSDP
+    and CPU offload (the known recipe for that box), per-GPU parts and the load shown, on the peft backend
+    (Unsloth would put the whole 4-bit model on each GPU first); on one 4090 nothing fits."""
     model = str(CONFIGS / "llama-3.1-70b")
     done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2")
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    assert "Peak a GPU (GB)" in text and "FSDP /2" in text
-    assert "131.42/2 in RAM" in text  # the 16-bit weights, sharded over the two, in RAM
-    assert "load " in text and "140.05" in text  # Unsloth's load: the whole model on each GPU
+    assert "Peak a GPU (GB)" in text and "FSDP /2 offload" in text
+    assert "35.79/2 in RAM" in text  # the packed 4-bit weights, sharded over the two, in RAM
+    assert "quant_states" in text and "load " in text and "39.76" in text  # Unsloth's load: the whole model on each GPU
     rec_line = next(line for line in text.splitlines() if line.startswith("Recommendation"))
-    assert rec_line.startswith("Recommendation  LoRA") and "FSDP over 2 GPUs with CPU offload" in rec_line
+    assert rec_line.startswith("Recommendation  QLoRA") and "FSDP over 2 GPUs with CPU offload" in rec_line
     done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2", "--json")
     plan = json.loads(done.stdout)
     rec = plan["recommendation"]
-    assert (rec["method"], rec["strategy"], rec["nproc_per_node"], rec["nnodes"]) == ("lora", "fsdp", 2, 1)
+    assert (rec["method"], rec["strategy"], rec["nproc_per_node"], rec["nnodes"]) == ("qlora", "fsdp", 2, 1)
     assert rec["backend"] == "peft" and rec["cpu_offload"] is True
-    assert rec["per_gpu_gb"] <= plan["hardware"]["budget_gb"] and rec["load_ram_gb"] == pytest.approx(131.4, abs=0.1)
+    assert rec["per_gpu_gb"] <= plan["hardware"]["budget_gb"] and rec["load_ram_gb"] == pytest.approx(40.7, abs=0.2)
     qlora = plan["estimates"]["qlora"]
-    assert qlora["per_gpu_gb"] == qlora["total_gb"] and qlora["unsharded"]["weights"] == pytest.approx(36.8, abs=0.1)
+    assert qlora["per_gpu_gb"] == qlora["total_gb"] and qlora["unsharded"]["weights"] == pytest.approx(35.8, abs=0.1)
     assert set(qlora["by_strategy"]) == {"ddp", "fsdp", "fsdp_offload"}
     assert qlora["by_strategy"]["ddp"]["fits"] is False
-    # Unsloth (planned for "auto"): the step fits with the offload, the load (the whole 4-bit model) does not.
+    # Unsloth (planned for "auto"): the step fits with the offload, the load (the whole 4-bit model) does not;
+    # the peft backend fits.
     offload = qlora["by_strategy"]["fsdp_offload"]
     assert offload["train_gb"] < 21.6 < offload["load_gb"] == offload["total_gb"] and offload["fits"] is False
-    assert qlora["by_backend"]["peft"]["refused"] and qlora["by_backend"]["peft"]["fits"] is False
+    assert qlora["by_backend"]["peft"]["fits"] is True
     lora = plan["estimates"]["lora"]
     assert lora["by_backend"]["peft"]["fits"] is True and lora["load_gb"] > lora["train_gb"]
     one = json.loads(plan_cli("--model", model, "--gpu", "RTX 4090", "--json").stdout)["recommendation"]

@@ -60,21 +60,22 @@ def test_two_gpus_listed_and_lora_goes_ddp(tmp_path, monkeypatch):
     assert session.training.per_device_train_batch_size * session.training.gradient_accumulation_steps * 2 == 16
 
 
-def test_70b_on_two_gpus_is_lora_with_fsdp_and_cpu_offload_on_peft(tmp_path, monkeypatch):
-    """The plan needs FSDP's CPU offload on two 4090s, and the load puts the whole 16-bit model in each
-    process's RAM (Unsloth's would put it on each GPU): with RAM for it, applying the plan turns
-    distributed.cpu_offload on and pins the peft backend, and the review step says so."""
-    session, _, _, (method, review) = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b", review=True, ram_gb=400)
-    assert (session.method, session.distributed.strategy, session.distributed.nproc_per_node) == ("lora", "fsdp", 2)
+def test_70b_on_two_gpus_is_qlora_with_fsdp_and_cpu_offload_on_peft(tmp_path, monkeypatch):
+    """The plan needs FSDP's CPU offload on two 4090s, and the peft backend's load puts the 4-bit model in
+    each process's RAM (Unsloth's would put it on each GPU): on a workstation's 125 GB of RAM, applying the
+    plan sets QLoRA, turns distributed.cpu_offload on and pins the peft backend, and the review step says so."""
+    session, _, _, (method, review) = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b", review=True)
+    assert (session.method, session.distributed.strategy, session.distributed.nproc_per_node) == ("qlora", "fsdp", 2)
     assert "FSDP over 2 GPUs with CPU offload" in method
     assert session.distributed.cpu_offload is True and session.backend == "peft"
     assert "Processes 2 process(es) on this node, FSDP with CPU offload" in review
 
 
 def test_70b_on_two_gpus_with_too_little_ram_to_load(tmp_path, monkeypatch):
-    """125 GB of RAM cannot hold the whole 70B in two processes while the peft backend loads it: nothing fits."""
-    session, _, _, method = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b")
-    assert "Nothing fits" in method and session.distributed.strategy == "auto"
+    """64 GB of RAM cannot hold the 4-bit 70B in two processes while the peft backend loads it: nothing
+    fits, and the step names the RAM it would need."""
+    session, _, _, method = plan_on_two(tmp_path, monkeypatch, "llama-3.1-70b", ram_gb=64)
+    assert "Nothing fits" in method and "GB of RAM" in method and session.distributed.strategy == "auto"
 
 
 def test_more_gpus_than_the_machine_has_is_one_sentence(tmp_path, monkeypatch):

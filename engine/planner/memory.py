@@ -26,7 +26,6 @@ from engine.planner.distributed_terms import (
     gathered_bytes,
     load_bytes,
     per_gpu_model_states,
-    refused,
 )
 from engine.planner.memory_terms import (
     BACKENDS,
@@ -43,13 +42,16 @@ from engine.planner.target_modules import count_trainable_params, resolve_target
 GIB = 1024**3
 METHODS = ("full", "lora", "qlora")
 COMPONENTS = ("weights", "adapter", "gradients", "optimizer", "activations", "logits", "overhead")
-# Parts only a run on several GPUs has: FSDP's gathered layers (and root), DDP's gradient buckets.
-DISTRIBUTED_COMPONENTS = ("gathered", "buckets")
+# Parts only a run on several GPUs has: FSDP's gathered layers (and root), DDP's gradient buckets,
+# and under QLoRA + FSDP the 4-bit layers' quantization states, whole on every GPU.
+DISTRIBUTED_COMPONENTS = ("gathered", "buckets", "quant_states")
 
 # Training runs in 16 bit (bf16, or fp16 on GPUs older than Ampere): 2 bytes a weight (HALF).
 # NF4 with double quantisation (QLoRA's default): 4 bits, plus an 8-bit absmax per 64-weight block,
 # plus an fp32 scale per 256 absmax values: 4 + 8/64 + 32/(64*256) = 4.127 bits a weight.
 NF4_DOUBLE_QUANT_BYTES = (4 + 8 / 64 + 32 / (64 * 256)) / 8
+# Of which the packed 4-bit weight itself (what FSDP shards); the rest is the quantization state.
+NF4_PACKED_BYTES = 4 / 8
 
 # Optimizer state bytes per trainable parameter, by TrainingArguments `optim`, for 16-bit and
 # fp32 parameters. torch AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype; the
@@ -105,8 +107,6 @@ class MemoryEstimate:
     train_gb: float = 0.0
     load_gb: float = 0.0
     load_ram_gb: float = 0.0
-    # Why the engine refuses this layout on this backend (None: it runs it).
-    refused: str | None = None
 
     def fits(self, available_gb: float, headroom: float = 0.9) -> bool:
         """True when the estimate uses at most `headroom` of `available_gb`."""
@@ -161,6 +161,7 @@ def estimate_memory(
     # On a GPU training runs in 16 bit; on a CPU both backends load fp32.
     word = FP32 if device == "cpu" else HALF
 
+    quant_states = 0.0
     if method == "full":
         trainable = info.params
         targets: list[str] = []
@@ -172,6 +173,7 @@ def estimate_memory(
         targets = resolve_target_modules(info, target_modules)
         trainable = count_trainable_params(info, targets, r)
         if method == "qlora":
+            quant_states = info.quantizable_params * (NF4_DOUBLE_QUANT_BYTES - NF4_PACKED_BYTES)
             kept = FP32 if kernels.fp32_unquantized else word  # peft's prepare_model_for_kbit_training
             weights = info.quantizable_params * NF4_DOUBLE_QUANT_BYTES + (info.params - info.quantizable_params) * kept
         else:
@@ -181,14 +183,19 @@ def estimate_memory(
         gradients = trainable * adapter_bytes
         optimizer = trainable * state_bytes[adapter_bytes]
 
-    states = {"weights": weights, "adapter": adapter, "gradients": gradients, "optimizer": optimizer}
+    sharded = strategy == "fsdp" and world_size > 1
+    # FSDP shards the packed 4-bit weights; their quantization states are not parameters and stay whole.
+    replicated = quant_states if sharded else 0.0
+    states = {"weights": weights - replicated, "adapter": adapter, "gradients": gradients, "optimizer": optimizer}
     gathered = 0.0
-    if strategy == "fsdp" and world_size > 1:
+    if sharded:
         kept = FP32 if kernels.fp32_unquantized else word
         gathered = gathered_bytes(info, method, word=word, kept=kept, trainable=trainable,
                                   grad_bytes=word if method == "full" else adapter_bytes, prefetch=prefetch,
-                                  nf4_bytes=NF4_DOUBLE_QUANT_BYTES)
+                                  nf4_bytes=NF4_PACKED_BYTES)
     per_gpu = per_gpu_model_states(states, strategy, world_size, gathered=gathered, cpu_offload=cpu_offload)
+    if replicated:
+        per_gpu["quant_states"] = replicated
     parts = {
         **{name: per_gpu[name] for name in states},
         "activations": activation_bytes(info, tokens, kernels.checkpointing, word, device),
@@ -201,7 +208,6 @@ def estimate_memory(
     overhead = overhead_gb(subtotal, device)
     components = {name: round(value / GIB, 3) for name, value in parts.items()}
     components["overhead"] = round(overhead, 3)
-    sharded = strategy == "fsdp" and world_size > 1
     unsharded = {name: round(states[name] / GIB, 3) for name in SHARDED_PARTS if sharded and states[name]}
     offloaded = sum(states.values()) / world_size / GIB if sharded and cpu_offload else 0.0
     train_gb = round(subtotal + overhead, 2)
@@ -209,7 +215,7 @@ def estimate_memory(
     if sharded and device == "cuda":
         on_gpu, in_ram = load_bytes(info, kernels.backend, weights, world_size, cpu_offload=cpu_offload, word=word,
                                     kept=FP32 if kernels.fp32_unquantized else word, method=method,
-                                    nf4_bytes=NF4_DOUBLE_QUANT_BYTES)
+                                    nf4_bytes=NF4_PACKED_BYTES, replicated=replicated)
         if on_gpu:
             load_gb = round(on_gpu / GIB + overhead_gb(on_gpu / GIB, device), 2)
         load_ram_gb = round(in_ram / GIB, 3)
@@ -235,7 +241,6 @@ def estimate_memory(
         train_gb=train_gb,
         load_gb=load_gb,
         load_ram_gb=load_ram_gb,
-        refused=refused(method, strategy, world_size, kernels.backend),
     )
 
 

@@ -8,8 +8,7 @@ would use on N x M GPUs (DDP when a full copy fits each GPU, else FSDP, else FSD
 offload), each strategy's figures under `estimates.<method>.by_strategy`, and the recommendation
 names its strategy (`recommendation.strategy`: "none" | "ddp" | "fsdp"). Under FSDP the loading is
 planned too (`estimates.<method>.load_gb`, the GPU peak while loading, and `.load_ram_gb`, the RAM a
-process holds then; `total_gb` is the larger of `train_gb` and `load_gb`; `.refused` names a layout
-the backend does not run): see engine.planner.distributed_terms.
+process holds then; `total_gb` is the larger of `train_gb` and `load_gb`): see engine.planner.distributed_terms.
 """
 
 from __future__ import annotations
@@ -94,7 +93,7 @@ def build_plan(
         # The method's figures are for the first layout that fits on either backend (the planned one's
         # figures, the other's on the "total on" row): DDP, FSDP, FSDP with CPU offload.
         chosen = next((name for name, both in by_strategy.items()
-                       if any(_fits(e.total_gb, budget) and not e.refused for e in both.values())
+                       if any(_fits(e.total_gb, budget) for e in both.values())
                        and not (name == "fsdp_offload" and method == "full")), "fsdp" if "fsdp" in by_strategy else "none")
         both = by_strategy[chosen]
         estimate = both[planned]
@@ -103,8 +102,7 @@ def build_plan(
             "components": dict(estimate.components),
             "fits": _fits(estimate.total_gb, budget),
             "trainable_params": estimate.trainable_params,
-            "by_backend": {name: {"total_gb": e.total_gb, "fits": _fits(e.total_gb, budget) and not e.refused,
-                                  "refused": e.refused} for name, e in both.items()},
+            "by_backend": {name: {"total_gb": e.total_gb, "fits": _fits(e.total_gb, budget)} for name, e in both.items()},
             "strategy": estimate.strategy,
             "world_size": estimate.world_size,
             "per_gpu_gb": estimate.total_gb,
@@ -114,7 +112,7 @@ def build_plan(
             estimates[method]["unsharded"] = dict(estimate.unsharded)
             estimates[method]["offloaded_gb"] = estimate.offloaded_gb
             estimates[method].update(train_gb=estimate.train_gb, load_gb=estimate.load_gb,
-                                     load_ram_gb=estimate.load_ram_gb, refused=estimate.refused)
+                                     load_ram_gb=estimate.load_ram_gb)
             estimates[method]["by_strategy"] = {
                 name: {"per_gpu_gb": b[planned].total_gb, "total_gb": b[planned].total_gb, "fits": _fits(b[planned].total_gb, budget),
                        "components": dict(b[planned].components), "unsharded": dict(b[planned].unsharded),
@@ -308,9 +306,6 @@ def format_plan(plan: dict) -> str:
             cells = []
             for m in METHODS:
                 theirs = estimates[m]["by_backend"][other]
-                if theirs.get("refused"):
-                    cells.append("refused")
-                    continue
                 cells.append(f"{theirs['total_gb']:.2f}" + ("" if theirs["fits"] or budget is None else " (no)"))
             lines.append(f"{'total on ' + other:<22}" + "".join(f"{cell:>18}" for cell in cells))
     if budget is not None:

@@ -21,8 +21,8 @@ accumulation x GPUs.
 Under FSDP the loading counts too (engine.planner.distributed_terms): Unsloth loads the whole model
 onto every GPU before it shards it (4-bit QLoRA included, by its own account), the peft backend loads
 it into every process's RAM and moves only the shards to the GPUs. When a layout fits Unsloth's
-training step but not its loading, the plan moves to the peft backend where that backend runs it
-(not QLoRA: it cannot shard 4-bit weights), and `backend` says "peft" so that the session pins it.
+training step but not its loading, the plan moves to the peft backend, and `backend` says "peft"
+so that the session pins it.
 The RAM the peft load needs (the whole model in every process of a node) is checked against this
 machine's RAM; planning for a catalogue GPU it is a note.
 """
@@ -178,8 +178,6 @@ class _Planner:
         world = self.layout[1]
         for batch, accumulation, checkpointing in _candidates(self.batch_size, math.ceil(self.effective / world)):
             estimate = self.estimate(method, batch, checkpointing, device, backend)
-            if estimate.refused:
-                return None
             fits = budget is None or estimate.total_gb <= budget
             ram = max(estimate.offloaded_gb, estimate.load_ram_gb)  # the shards, or the whole model while loading
             if fits and (self.ram_budget is None or ram <= self.ram_budget):
@@ -217,15 +215,11 @@ class _Planner:
             cpu_offload=estimate.cpu_offload,
             offloaded_gb=estimate.offloaded_gb,
         )
-        refused = set()
         for backend in BACKENDS:
             same = estimate if backend == self.backend else self.estimate(method, batch, checkpointing, device, backend)
             rec.by_backend[backend] = same.total_gb
-            if same.refused:
-                refused.add(backend)
-        # Planned for Unsloth, but "auto" falls back to peft where Unsloth does not import (or where
-        # the peft backend refuses the layout: QLoRA + FSDP).
-        if self.backend == "unsloth" and budget is not None and (rec.by_backend["peft"] > budget or "peft" in refused):
+        # Planned for Unsloth, but "auto" falls back to peft where Unsloth does not import.
+        if self.backend == "unsloth" and budget is not None and rec.by_backend["peft"] > budget:
             rec.backend = "unsloth"
         if lora and self.r < HIGH_CAPACITY_R:
             bigger = self.estimate(method, batch, checkpointing, device, r=HIGH_CAPACITY_R)
@@ -266,9 +260,6 @@ class _Planner:
             )
         if rec.backend != "unsloth":
             return ""
-        if rec.method == "qlora" and rec.strategy == "fsdp" and rec.world_size > 1:
-            return (" QLoRA under FSDP runs only on the unsloth backend (the peft backend cannot shard 4-bit weights), "
-                    "so the session's backend is set to unsloth.")
         text = (
             f" It fits only with Unsloth's kernels (checkpoints offloaded to RAM, fused loss): the peft backend "
             f"would need about {rec.by_backend['peft']:.1f} GB"
@@ -339,25 +330,33 @@ class _Planner:
                         return self._placed(rec, num_gpus, nodes)
         self.layout, self.ram_budget = ("fsdp", world, True), None
         leanest = self.estimate("qlora", 1, True, "cuda")
+        backends = [self.backend] if self.pinned else list(BACKENDS)
+        offloaded = [self.estimate("qlora", 1, True, "cuda", backend=b) for b in backends]
         sharded = self.estimate("qlora", 1, True, "cuda", layout=("fsdp", world, False))
         self.layout = ("none", 1, False)
         text = (
             f"Nothing fits on {world} x {_size(vram_gb)} GB: even QLoRA at batch 1 sharded with FSDP needs about "
             f"{sharded.total_gb:.1f} GB a GPU"
         )
-        if sharded.load_gb > sharded.train_gb:
+        # With the offload the GPUs may hold it and the node's RAM not: the shards, or the whole model a process while loading.
+        in_gpu = [e for e in offloaded if e.total_gb <= budget]
+        more = "more GPUs, bigger GPUs or a smaller model"
+        if in_gpu and ram_budget is not None:
+            lean = min(in_gpu, key=lambda e: max(e.offloaded_gb, e.load_ram_gb))
+            ram = max(lean.offloaded_gb, lean.load_ram_gb)
+            where = f" on the {lean.backend} backend" if lean.backend != self.backend else ""
+            text += (f"; with CPU offload{where} it needs about {lean.total_gb:.1f} GB a GPU but {ram:.1f} GB of RAM "
+                     f"a process ({ram * num_gpus:.0f} GB a node; {node_ram_gb:.0f} GB available)")
+            more = f"about {math.ceil(ram * num_gpus / RAM_HEADROOM)} GB of RAM, " + more
+        elif sharded.load_gb > sharded.train_gb:
             text += (f" to load it (the training step needs about {sharded.train_gb:.1f}): Unsloth loads the whole "
-                     "4-bit model onto every GPU before sharding it (unsloth/models/fsdp2_load.py), and the peft "
-                     "backend, which loads into RAM, cannot shard 4-bit weights")
-        elif leanest.total_gb <= budget and ram_budget is not None:
-            text += (f", and with CPU offload about {leanest.offloaded_gb:.1f} GB of RAM a process "
-                     f"({leanest.offloaded_gb * num_gpus:.0f} GB a node; {node_ram_gb:.0f} GB available)")
+                     "4-bit model onto every GPU before sharding it (unsloth/models/fsdp2_load.py)")
         else:
             text += f" (about {leanest.total_gb:.1f} GB with CPU offload)"
         rec = Recommendation(
             method=None, r=None, lora_alpha=None, per_device_train_batch_size=1,
             gradient_accumulation_steps=max(1, self.effective // world), gradient_checkpointing=True, target_modules=[],
-            reason=text + f"; more GPUs, bigger GPUs or a smaller model would fit. On one GPU: {one.reason}",
+            reason=text + f"; {more} would fit. On one GPU: {one.reason}",
             estimate=sharded, device="cuda", budget_gb=round(budget, 2), planned_backend=self.backend,
             by_backend={b: self.estimate("qlora", 1, True, "cuda", backend=b, layout=("fsdp", world, False)).total_gb
                         for b in BACKENDS},
@@ -422,12 +421,15 @@ class _Planner:
             )
         else:
             sharded = self.estimate(rec.method, 1, True, "cuda", layout=("fsdp", world, False))
-            per_node = rec.offloaded_gb * self.per_node
+            # RAM peaks while loading on the peft backend (the whole model in every process), then holds the shards.
+            ram = max(rec.offloaded_gb, rec.estimate.load_ram_gb)
+            loading = f", {ram:.1f} GB while loading" if ram > rec.offloaded_gb else ""
             text = (
                 f"{name} fits neither one GPU (about {alone.total_gb:.1f} GB) nor {world} sharded in GPU memory "
                 f"(about {sharded.total_gb:.1f} GB a GPU): FSDP with CPU offload keeps the shards in RAM, about "
-                f"{each:.1f} of {size} a GPU and {rec.offloaded_gb:.1f} GB of RAM a process ({per_node:.0f} GB a node "
-                f"with one process a GPU); slower than without offload (the optimizer steps on the CPU)"
+                f"{each:.1f} of {size} a GPU and {rec.offloaded_gb:.1f} GB of RAM a process{loading} "
+                f"({ram * self.per_node:.0f} GB a node with one process a GPU); slower than without offload "
+                f"(the optimizer steps on the CPU)"
             )
             if rec.method == "qlora":
                 text += "; QLoRA rather than LoRA, for every step copies the weights from RAM and 4-bit ones are a quarter of the bytes"

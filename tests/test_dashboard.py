@@ -446,6 +446,41 @@ async def test_without_nvml_figures_the_dashboard_shows_each_processs_peak(tmp_p
         assert memory_row(app.screen)[0] == "memory     8.1 · 7.9 GiB (ranks)"
 
 
+def gpu_run_with_eval(tmp_path: Path) -> Path:
+    """A run on this machine's RTX 4090 at step 33 of 100 after an hour, with an eval (its events only)."""
+    run = tmp_path / "gpu"
+    writer = EventWriter(run)
+    writer.emit("start", total_steps=100, step=0, resume_from=None, pid=os.getpid(), host=socket.gethostname(),
+                world_size=1, gpu="NVIDIA GeForce RTX 4090")
+    writer.emit("step", step=33, total_steps=100, elapsed=3600.0, samples=132, tokens=13200, eta_seconds=7200.0)
+    writer.emit("log", step=33, loss=2.5, total_steps=100, memory_gb=0.9)
+    writer.emit("eval", step=33, eval_loss=2.6)
+    writer.close()
+    return run
+
+
+@sync
+async def test_every_stat_row_of_a_priced_gpu_run_fits_one_line_at_80_columns(tmp_path, gpus, monkeypatch):
+    monkeypatch.setenv("LORA_TUI_STATE", str(tmp_path / "state"))  # the shipped example prices, not the person's
+    gpus("rtx4090.json")
+    app = Host(gpu_run_with_eval(tmp_path / "80"), probe_system=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        stats = app.screen.query_one("#stats", Static)
+        rows, width = text_of(stats).splitlines(), stats.content_size.width
+        assert "cost       $0.69 · $1.38 to go" in rows and "price      $0.69/h*" in rows
+        assert all(len(row) <= width for row in rows), [row for row in rows if len(row) > width]
+        # Nothing wrapped: the last row, eval loss, is still inside the panel's fixed height.
+        assert rows[-1] == "eval loss  2.6000" and len(rows) <= stats.size.height
+        assert stats.get_content_height(stats.size, stats.size, width) <= stats.size.height
+    app = Host(gpu_run_with_eval(tmp_path / "160"), probe_system=True)
+    async with app.run_test(size=(160, 40)) as pilot:  # room for the full wording (not yet at 120 columns)
+        await settle(pilot)
+        rows = text_of(app.screen.query_one("#stats", Static)).splitlines()
+        assert "cost       $0.69 so far · $1.38 to go" in rows
+        assert any(row.startswith("price      $0.69/h (example price, ") for row in rows)
+
+
 # -- snapshot -----------------------------------------------------------------------------------------
 
 def test_dashboard_snapshot(run_dir, snap_compare):

@@ -194,7 +194,7 @@ def test_dashboard_shows_cost_so_far(state, tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause(0.3)
             stats = str(app.screen.query_one("#stats", Static).render())
-            assert "$0.69 so far · $1.38 to go" in stats and "$0.69/h (example price" in stats
+            assert "$0.69 · $1.38 to go" in stats and "$0.69/h*" in stats  # the short forms: one row each
 
     asyncio.run(body())
     # A CPU run costs nothing by the hour: no cost or price rows in the narrow panel.

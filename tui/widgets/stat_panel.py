@@ -21,6 +21,33 @@ def number(value: Optional[float], fmt: str = ".1f") -> str:
 
 
 SPARK_POINTS = 120
+LABEL = 11  # the label column
+VALUE_WIDTH = 23  # the value column at 80 columns, before the first layout
+
+
+def fitted(forms: list[str], room: int) -> str:
+    """The first (most detailed) form that fits `room`, else the last: a wrapped row would push the
+    fixed-height panel's last row out of view."""
+    return next((form for form in forms if len(form) <= room), forms[-1])
+
+
+def price_text(price, room: int) -> str:
+    """'$0.69/h (example price, 2025-06)' where it fits, else '$0.69/h*' (* an example, as in the plan)."""
+    if price is None:
+        return "-"
+    return fitted([price.rate(), price.rate(mark_example=False) + ("" if price.mine else "*")], room)
+
+
+def cost_text(view, room: int) -> str:
+    """'$0.69 so far · $1.38 to go' where it fits, else shorter forms of it."""
+    from engine.planner.cost import money
+
+    full, price, spent, more = view.cost_short(), view.price(), view.cost_so_far(), view.cost_to_finish()
+    if len(full) <= room or price is None or spent is None:
+        return full
+    spent = money(spent, price.currency)
+    return fitted(([f"{spent} · {money(more, price.currency)} to go"] if more is not None else [])
+                  + [f"{spent} so far", spent], room)
 
 
 class StatPanel(Vertical):
@@ -46,6 +73,8 @@ class StatPanel(Vertical):
     def show(self, view, memory: str) -> None:
         """`view`: the run's `engine.runs.progress.RunProgress`. The state itself is in the docked bar."""
         total = view.total_steps or "?"
+        room = self.query_one("#stats", Static).content_size.width - LABEL
+        room = room if room > 0 else VALUE_WIDTH
         rows = [
             ("step", f"{view.step} / {total}"),
             ("epoch", number(view.epoch, ".2f")),
@@ -57,13 +86,13 @@ class StatPanel(Vertical):
             ("loss", number(view.last_loss, ".4f")),
         ]
         if view.gpu:  # a rented GPU costs by the hour (issue 20); a CPU run has nothing to show here
-            rows[4:4] = [("cost", view.cost_short()), ("price", price.rate() if (price := view.price()) else "-")]
+            rows[4:4] = [("cost", cost_text(view, room)), ("price", price_text(view.price(), room))]
         if view.evals:
             rows.append(("eval loss", f"{view.evals[-1][1]:.4f}"))
         # Plain Text, not a rich Table: this redraws at each new event and a Table costs more.
         stats = Text()
         for i, (label, value) in enumerate(rows):
-            stats.append(f"{label:<11}", style="dim")
+            stats.append(f"{label:<{LABEL}}", style="dim")
             stats.append(value + ("\n" if i < len(rows) - 1 else ""))
         self.query_one("#stats", Static).update(stats, layout=False)  # fixed height: no layout pass
 

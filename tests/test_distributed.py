@@ -370,8 +370,8 @@ def test_qlora_with_fsdp_runs_on_peft_and_unsloth_is_refused_on_the_cpu(tmp_path
     assert report.lines == ["Processes: 2 processes on this node (FSDP) through torchrun"]
     assert len(report.problems) == 1 and "peft backend only" in report.problems[0]
     report = PreflightReport()
-    _check_processes(session, report)  # "auto": runs, on peft
-    assert not report.problems
+    _check_processes(session, report)  # "auto": runs, on peft, and says so
+    assert not report.problems and report.lines[-1].startswith("Backend: auto runs peft here")
 
 
 def test_node_rank_is_checked_and_goes_with_replay(tmp_path):

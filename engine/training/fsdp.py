@@ -29,7 +29,8 @@ QLoRA shards the same way: the packed 4-bit weights are parameters stored in the
 of them and a layer's all-gather brings its 4-bit weights whole. The quantization state (absmax,
 the NF4 code) is not a parameter: it stays whole on every rank, on the module, and bitsandbytes'
 Linear4bit hands it back to the gathered weight in forward (fix_4bit_weight_quant_state_from_module).
-A 2-process run on the CPU over gloo gives the unsharded model's logits and gradients bit for bit.
+Over gloo on the CPU, 2 processes give the unsharded 4-bit model's logits and adapter gradients bit for
+bit (tests/fsdp_qlora_worker.py).
 
 On the unsloth backend Unsloth shards the model itself (UNSLOTH_FSDP2=1, set by the supervisor; its
 own switch for the offload is UNSLOTH_FSDP2_CPU_OFFLOAD=1, unsloth/models/fsdp2_native.py).

@@ -93,8 +93,11 @@ def _check_processes(session: Session, report: PreflightReport) -> None:
         offload = ", shards in RAM (CPU offload)" if session.distributed.cpu_offload and launch.strategy == "fsdp" else ""
         report.lines.append(f"Processes: {distributed.describe(launch)} through torchrun{offload}")
     on_gpu = distributed.visible_gpus() > 0
+    backend = distributed.first_backend(session, launch, on_gpu)
+    if session.backend == "auto" and backend == "peft":
+        report.lines.append("Backend: auto runs peft here (Unsloth's FSDP2 shards 4-bit weights on GPUs only)")
     try:
-        distributed.check_strategy(session, launch, distributed.first_backend(session, launch, on_gpu), on_gpu=on_gpu)
+        distributed.check_strategy(session, launch, backend, on_gpu=on_gpu)
     except UserError as error:
         report.problems.append(str(error))
 

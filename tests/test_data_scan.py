@@ -135,6 +135,14 @@ def test_hub_id_without_network_fails_in_one_sentence(monkeypatch):
     # No hub is reachable here; the id must not be mistaken for a missing local file.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    # huggingface_hub and datasets read HF_HUB_OFFLINE once, when first imported (earlier tests in the
+    # session import them), and online they retry the hub for 1+2+4+8+8 s before giving up: set the
+    # flags the variable becomes, so offline mode holds here too and the load fails at once.
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError) as err:
         scan_dataset("hf://datasets/nobody-xyz/no-such-dataset")
     message = str(err.value)

@@ -188,11 +188,14 @@ def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = N
                           timeout=300, cwd=ROOT, env=env)
 
 
-def test_done_when_70b_on_two_4090s():
+def test_done_when_70b_on_two_4090s(monkeypatch):
     """Issue 17's done-when, with the loading planned: Llama-3.1-70B on 2 x RTX 4090 is QLoRA with FSDP
     and CPU offload (the known recipe for that box), per-GPU parts and the load shown, on the peft backend
-    (Unsloth would put the whole 4-bit model on each GPU first); on one 4090 nothing fits."""
+    (Unsloth would put the whole 4-bit model on each GPU first); on one 4090 nothing fits.
+    The table and the JSON come through `lora-tui plan` (the JSON with torchrun's --nproc-per-node /
+    --nnodes); the single 4090 and the --num-gpus twin are build_plan, which plan_command calls."""
     model = str(CONFIGS / "llama-3.1-70b")
+    monkeypatch.delenv(HARDWARE_ENV, raising=False)  # as plan_cli: a planned GPU, not a profile file
     done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2")
     assert done.returncode == 0, done.stderr
     text = done.stdout
@@ -201,7 +204,9 @@ def test_done_when_70b_on_two_4090s():
     assert "quant_states" in text and "load " in text and "39.76" in text  # Unsloth's load: the whole model on each GPU
     rec_line = next(line for line in text.splitlines() if line.startswith("Recommendation"))
     assert rec_line.startswith("Recommendation  QLoRA") and "FSDP over 2 GPUs with CPU offload" in rec_line
-    done = plan_cli("--model", model, "--gpu", "RTX 4090", "--num-gpus", "2", "--json")
+    # torchrun's own names for the same numbers
+    done = plan_cli("--model", model, "--gpu", "RTX 4090", "--nproc-per-node", "2", "--nnodes", "1", "--json")
+    assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     rec = plan["recommendation"]
     assert (rec["method"], rec["strategy"], rec["nproc_per_node"], rec["nnodes"]) == ("qlora", "fsdp", 2, 1)
@@ -218,11 +223,10 @@ def test_done_when_70b_on_two_4090s():
     assert qlora["by_backend"]["peft"]["fits"] is True
     lora = plan["estimates"]["lora"]
     assert lora["by_backend"]["peft"]["fits"] is True and lora["load_gb"] > lora["train_gb"]
-    one = json.loads(plan_cli("--model", model, "--gpu", "RTX 4090", "--json").stdout)["recommendation"]
+    one = build_plan(model, gpu="RTX 4090")["recommendation"]
     assert one["method"] is None and one["strategy"] == "none"
-    # torchrun's own names for the same numbers
-    same = json.loads(plan_cli("--model", model, "--gpu", "RTX 4090", "--nproc-per-node", "2", "--nnodes", "1",
-                               "--json").stdout)["recommendation"]
+    # --num-gpus 2 is the same plan as --nproc-per-node 2 --nnodes 1 (compared as the CLI prints it: JSON)
+    same = json.loads(json.dumps(build_plan(model, gpu="RTX 4090", num_gpus=2)))["recommendation"]
     assert same == rec
 
 

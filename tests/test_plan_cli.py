@@ -51,10 +51,16 @@ def lookup(data: dict, dotted: str):
     return data
 
 
-def test_json_has_the_contract_keys(tmp_path):
-    done = plan_cli("--model", str(CONFIGS / "llama-3.1-8b"), "--gpu", "RTX 4090", "--json")
-    assert done.returncode == 0, done.stderr
-    plan = json.loads(done.stdout)
+def as_printed(plan: dict) -> dict:
+    """The plan as `plan --json` prints it (plan_command: json.dumps(build_plan(...)))."""
+    return json.loads(json.dumps(plan, indent=2))
+
+
+def test_json_has_the_contract_keys(monkeypatch):
+    # The figures, in-process (build_plan is what plan_command prints); the contract is also checked
+    # on the CLI's own --json output in test_backend_and_rank_flags.
+    monkeypatch.delenv(HARDWARE_ENV, raising=False)
+    plan = as_printed(build_plan(str(CONFIGS / "llama-3.1-8b"), gpu="RTX 4090"))
     for key in CONTRACT:
         lookup(plan, key)  # KeyError names the missing key
     assert plan["model"]["params"] == 8_030_261_248
@@ -81,6 +87,8 @@ def test_backend_and_rank_flags(tmp_path):
     done = plan_cli("--model", LLAMA_8B, "--vram", "48", "--backend", "peft", "--rank", "32", "--json")
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
+    for key in CONTRACT:  # DESIGN.md's contract, on what the command line prints
+        lookup(plan, key)
     assert plan["settings"]["backend"] == "peft" and plan["settings"]["r"] == 32
     assert plan["recommendation"]["r"] == 32 and plan["recommendation"]["lora_alpha"] == 64
     assert plan["trainable_params"] == 2 * 41_943_040
@@ -132,10 +140,14 @@ def test_table_through_the_hardware_seam(tmp_path):
     assert "Recommendation  LoRA, r 16, lora_alpha 32" in out
 
 
-def test_cpu_only_machine_plans_with_ram(tmp_path):
-    done = plan_cli("--model", str(CONFIGS / "smollm2-135m"), "--json", hardware=CPU_ONLY, tmp_path=tmp_path)
-    assert done.returncode == 0, done.stderr
-    plan = json.loads(done.stdout)
+def test_cpu_only_machine_plans_with_ram(tmp_path, monkeypatch):
+    # In-process through the same seam (the table test runs the CLI through it): no --gpu / --vram,
+    # so build_plan probes the machine, and probe_hardware reads $LORA_TUI_HARDWARE.
+    path = tmp_path / "hardware.json"
+    path.write_text(json.dumps(CPU_ONLY))
+    monkeypatch.setenv(HARDWARE_ENV, str(path))
+    plan = as_printed(build_plan(str(CONFIGS / "smollm2-135m")))
+    assert plan["hardware"]["source"] == f"file:{path}"
     assert plan["hardware"]["device"] == "cpu" and plan["hardware"]["vram_gb"] is None
     assert plan["recommendation"]["method"] == "lora"
     assert "No GPU" in plan["recommendation"]["reason"]

@@ -200,8 +200,11 @@ def test_done_when_70b_on_two_4090s(monkeypatch):
     assert done.returncode == 0, done.stderr
     text = done.stdout
     assert "Peak a GPU (GB)" in text and "FSDP /2 offload" in text
-    assert "35.79/2 in RAM" in text  # the packed 4-bit weights, sharded over the two, in RAM
-    assert "quant_states" in text and "load " in text and "39.76" in text  # Unsloth's load: the whole model on each GPU
+    # The table is the peft backend's, which the recommendation pins: the packed 4-bit weights (and the
+    # fp32 embedding and head) sharded over the two, in RAM; the 4-bit states whole on each GPU; the load.
+    assert "Backend   peft (auto, pinned by the recommendation" in text
+    assert "39.71/2 in RAM" in text and "quant_states" in text and "10.12, 41 RAM" in text
+    assert "39.76 (no)" in text  # total on unsloth: its load puts the whole 4-bit model on each GPU
     rec_line = next(line for line in text.splitlines() if line.startswith("Recommendation"))
     assert rec_line.startswith("Recommendation  QLoRA") and "FSDP over 2 GPUs with CPU offload" in rec_line
     # torchrun's own names for the same numbers
@@ -213,16 +216,17 @@ def test_done_when_70b_on_two_4090s(monkeypatch):
     assert rec["backend"] == "peft" and rec["cpu_offload"] is True
     assert rec["per_gpu_gb"] <= plan["hardware"]["budget_gb"] and rec["load_ram_gb"] == pytest.approx(40.7, abs=0.2)
     qlora = plan["estimates"]["qlora"]
-    assert qlora["per_gpu_gb"] == qlora["total_gb"] and qlora["unsharded"]["weights"] == pytest.approx(35.8, abs=0.1)
+    assert qlora["per_gpu_gb"] == qlora["total_gb"] == rec["per_gpu_gb"]
+    assert qlora["unsharded"]["weights"] == pytest.approx(39.7, abs=0.1)
     assert set(qlora["by_strategy"]) == {"ddp", "fsdp", "fsdp_offload"}
-    assert qlora["by_strategy"]["ddp"]["fits"] is False
-    # Unsloth (planned for "auto"): the step fits with the offload, the load (the whole 4-bit model) does not;
-    # the peft backend fits.
+    assert qlora["by_strategy"]["ddp"]["fits"] is False and qlora["by_strategy"]["fsdp"]["fits"] is False
+    # peft (pinned): the offloaded step fits and so does its load; on Unsloth the load does not.
     offload = qlora["by_strategy"]["fsdp_offload"]
-    assert offload["train_gb"] < 21.6 < offload["load_gb"] == offload["total_gb"] and offload["fits"] is False
-    assert qlora["by_backend"]["peft"]["fits"] is True
+    assert offload["load_gb"] < offload["train_gb"] == offload["total_gb"] < 21.6 and offload["fits"] is True
+    assert qlora["by_backend"]["peft"]["fits"] is True and qlora["by_backend"]["unsloth"]["fits"] is False
     lora = plan["estimates"]["lora"]
-    assert lora["by_backend"]["peft"]["fits"] is True and lora["load_gb"] > lora["train_gb"]
+    assert lora["by_backend"]["peft"]["fits"] is True and lora["load_ram_gb"] == pytest.approx(131.4, abs=0.1)
+    assert lora["by_backend"]["unsloth"]["total_gb"] > 131  # Unsloth's load: the whole 16-bit model on each GPU
     one = build_plan(model, gpu="RTX 4090")["recommendation"]
     assert one["method"] is None and one["strategy"] == "none"
     # --num-gpus 2 is the same plan as --nproc-per-node 2 --nnodes 1 (compared as the CLI prints it: JSON)

@@ -79,6 +79,10 @@ def build_plan(
                         num_gpus=num_gpus, nodes=nodes, node_ram_gb=node_ram)
 
     r = rank or rec.r or DEFAULT_R
+    # The table is for the backend the session will run: under FSDP the recommendation can pin peft
+    # (Unsloth would load the whole model onto every GPU), and then peft's figures are the plan's.
+    if backend == "auto" and rec.backend in BACKENDS:
+        planned = rec.backend
     checkpointing = "unsloth" if planned == "unsloth" else True
     estimates = {}
     for method in METHODS:
@@ -212,6 +216,14 @@ _LAYOUTS = {"ddp": ("ddp", False), "fsdp": ("fsdp", False), "fsdp_offload": ("fs
 STRATEGY_NAMES = {"none": "one GPU", "ddp": "DDP", "fsdp": "FSDP"}
 
 
+def _backend_note(settings: dict) -> str:
+    if settings.get("backend_option") != "auto":
+        return ""
+    if settings["backend"] == "peft":
+        return " (auto, pinned by the recommendation below; the unsloth backend is checked too)"
+    return " (auto: Unsloth where it imports; the peft backend is checked too)"
+
+
 def _check_gpus(profile: HardwareProfile, num_gpus: int, nodes: int) -> None:
     if num_gpus * nodes == 1:
         return
@@ -276,8 +288,7 @@ def format_plan(plan: dict) -> str:
         f"gradient checkpointing{_offloaded(settings, hardware)}, {settings['optim']}"
         + (" (torch AdamW on a CPU)" if hardware["device"] == "cpu" else "")
         + f", LoRA r {settings['r']} on the recommended modules",
-        f"Backend   {settings['backend']}"
-        + (" (auto: Unsloth where it imports; the peft backend is checked too)" if settings.get("backend_option") == "auto" else ""),
+        f"Backend   {settings['backend']}" + _backend_note(settings),
         "",
     ]
     where = "RAM" if hardware["device"] == "cpu" else "GPU memory"

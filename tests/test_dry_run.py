@@ -14,8 +14,9 @@ from tests.conftest import run_cli, small_session, write_session
 def dry_run_in_process(tmp_path: Path, session: dict) -> tuple[int, str]:
     """What `lora-tui --replay S --dry-run` does, without the subprocess (torch and transformers
     imported again, 10-15 s): replay() loads the session, runs preflight and prints the report, and
-    returns the exit code; a UserError it raises is the CLI's one line on stderr and exit 2. The first
-    two tests below run the real command line for the exit codes, stderr and the untouched run folder."""
+    returns the exit code; a UserError it raises is the CLI's one line on stderr and exit 2 (tui.cli.main).
+    The first test below runs the real command line (exit 0, nothing on stderr, no run folder), and
+    test_replay_of_a_malformed_dataset_is_one_line_naming_the_line a refusal (exit 2, one line on stderr)."""
     from engine.training.supervisor import replay
 
     printed: list[str] = []
@@ -53,10 +54,9 @@ def test_dry_run_reports_model_data_and_memory(tmp_path):
 
 def test_dry_run_refuses_a_module_the_model_lacks(tmp_path):
     session = small_session(tmp_path, lora__target_modules=["q_proj", "qkv_proj"])
-    result = run_cli("--replay", str(write_session(tmp_path, session)), "--dry-run", timeout=600)
-    assert result.returncode == 2
-    assert "qkv_proj" in result.stderr and "q_proj, k_proj, v_proj, o_proj" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    message = dry_run_refusal(tmp_path, session)  # exit 2
+    assert "qkv_proj" in message and "q_proj, k_proj, v_proj, o_proj" in message
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
 
 
 def test_replay_of_a_malformed_dataset_is_one_line_naming_the_line(tmp_path):

@@ -1,4 +1,6 @@
-"""`lora-tui plan` end to end: the JSON contract of DESIGN.md, the table, and one-line errors."""
+"""`lora-tui plan`: the JSON contract of DESIGN.md, the table, and one-line errors. The errors run the
+real command line (exit 2, one line on stderr); the plans call plan_command or build_plan in this
+process, and test_distributed_plan's done-when runs a table and a --json plan through the command line."""
 
 from __future__ import annotations
 
@@ -34,13 +36,9 @@ L4 = {"gpus": [{"name": "NVIDIA L4", "total_gb": 22.5, "free_gb": 22.0, "used_gb
       "disk_free_gb": 120.0}
 
 
-def plan_cli(*args: str, hardware: dict | None = None, tmp_path: Path | None = None) -> subprocess.CompletedProcess:
+def plan_cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     env.pop(HARDWARE_ENV, None)
-    if hardware is not None:
-        path = tmp_path / "hardware.json"
-        path.write_text(json.dumps(hardware))
-        env[HARDWARE_ENV] = str(path)
     return subprocess.run([sys.executable, "-m", "tui.cli", "plan", *args], capture_output=True, text=True,
                           timeout=300, cwd=ROOT, env=env)
 
@@ -51,14 +49,26 @@ def lookup(data: dict, dotted: str):
     return data
 
 
+def plan_command_output(capsys, *args: str) -> str:
+    """`lora-tui plan ARGS`'s stdout from plan_command itself (its argparse parser, build_plan, the
+    printing), in this process: a subprocess would import torch and transformers again (10-25 s).
+    tui.cli.main only dispatches to it; a refusal's one line and exit 2 go through the real command
+    line below (test_bad_input_*), a success in test_distributed_plan's done-when (table and --json)."""
+    from engine.planner.plan import plan_command
+
+    capsys.readouterr()
+    assert plan_command(list(args)) == 0
+    return capsys.readouterr().out
+
+
 def as_printed(plan: dict) -> dict:
     """The plan as `plan --json` prints it (plan_command: json.dumps(build_plan(...)))."""
     return json.loads(json.dumps(plan, indent=2))
 
 
 def test_json_has_the_contract_keys(monkeypatch):
-    # The figures, in-process (build_plan is what plan_command prints); the contract is also checked
-    # on the CLI's own --json output in test_backend_and_rank_flags.
+    # The figures, from build_plan (what plan_command prints); the contract is also checked on
+    # plan_command's own --json output in test_backend_and_rank_flags.
     monkeypatch.delenv(HARDWARE_ENV, raising=False)
     plan = as_printed(build_plan(str(CONFIGS / "llama-3.1-8b"), gpu="RTX 4090"))
     for key in CONTRACT:
@@ -83,11 +93,11 @@ def test_json_has_the_contract_keys(monkeypatch):
         assert both["peft"]["total_gb"] > both["unsloth"]["total_gb"]  # checkpoints on the GPU, full logits
 
 
-def test_backend_and_rank_flags(tmp_path):
-    done = plan_cli("--model", LLAMA_8B, "--vram", "48", "--backend", "peft", "--rank", "32", "--json")
-    assert done.returncode == 0, done.stderr
-    plan = json.loads(done.stdout)
-    for key in CONTRACT:  # DESIGN.md's contract, on what the command line prints
+def test_backend_and_rank_flags(capsys, monkeypatch):
+    monkeypatch.delenv(HARDWARE_ENV, raising=False)
+    plan = json.loads(plan_command_output(capsys, "--model", LLAMA_8B, "--vram", "48", "--backend", "peft",
+                                          "--rank", "32", "--json"))
+    for key in CONTRACT:  # DESIGN.md's contract, on what the command prints
         lookup(plan, key)
     assert plan["settings"]["backend"] == "peft" and plan["settings"]["r"] == 32
     assert plan["recommendation"]["r"] == 32 and plan["recommendation"]["lora_alpha"] == 64
@@ -127,11 +137,12 @@ def test_peft_on_a_long_sequence_warns_before_it_runs_out_of_memory():
     assert short["estimates"]["qlora"]["fits"] is True and short["warnings"] == []
 
 
-def test_table_through_the_hardware_seam(tmp_path):
-    done = plan_cli("--model", str(CONFIGS / "phi-3-mini-4k" / "config.json"), "--seq-len", "1024", "--batch", "2",
-                    hardware=L4, tmp_path=tmp_path)
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
+def test_table_through_the_hardware_seam(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "hardware.json"
+    path.write_text(json.dumps(L4))
+    monkeypatch.setenv(HARDWARE_ENV, str(path))  # probe_hardware reads it when the plan is for this machine
+    out = plan_command_output(capsys, "--model", str(CONFIGS / "phi-3-mini-4k" / "config.json"), "--seq-len", "1024",
+                              "--batch", "2")
     assert "NVIDIA L4 22.5 GB" in out
     assert "batch 2 x 1024 tokens" in out
     for word in ("full fine-tuning", "LoRA", "QLoRA", "weights", "logits", "overhead", "total", "fits in 20.25 GB"):
@@ -141,8 +152,8 @@ def test_table_through_the_hardware_seam(tmp_path):
 
 
 def test_cpu_only_machine_plans_with_ram(tmp_path, monkeypatch):
-    # In-process through the same seam (the table test runs the CLI through it): no --gpu / --vram,
-    # so build_plan probes the machine, and probe_hardware reads $LORA_TUI_HARDWARE.
+    # The same seam as the table test: no --gpu / --vram, so build_plan probes the machine, and
+    # probe_hardware reads $LORA_TUI_HARDWARE.
     path = tmp_path / "hardware.json"
     path.write_text(json.dumps(CPU_ONLY))
     monkeypatch.setenv(HARDWARE_ENV, str(path))

@@ -21,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
+
 def check_labels(path: str, out_dir: str) -> dict:
     """Build SFTTrainer on the prepared splits of `path` (with and without completion_only_loss) and
     compare its labels with our completion_mask. Imports inside: under Unsloth it must come first."""
